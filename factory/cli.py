@@ -1,0 +1,382 @@
+"""The `factory` command line (typer + rich).
+
+User mistakes (a bad job file, a missing path) print one line and exit 2;
+no traceback. Interrupted runs exit 130 and keep every finished problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from factory.config import ConfigError, load_job
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Reasoning Factory: verified reasoning-trace datasets.")
+model_app = typer.Typer(no_args_is_help=True, help="Built-in models.")
+app.add_typer(model_app, name="model")
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _summary(result) -> Table:
+    st = result.stats
+    t = Table(title="run summary", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("problems generated (this run)", f"{st.problems_done}")
+    t.add_row("problems skipped (already stored)", f"{st.problems_skipped_done}")
+    t.add_row("problems rejected by preparation", f"{st.problems_rejected}")
+    if st.problems_failed:
+        t.add_row("problems failed (re-run to retry)", f"[red]{st.problems_failed}[/]")
+    t.add_row("generations", f"{st.generations}")
+    t.add_row("prompt / completion tokens", f"{st.prompt_tokens} / {st.completion_tokens}")
+    t.add_row("tokens/s", f"{st.tokens_per_s:.1f}")
+    t.add_row("verified correct", f"{st.generations_correct}/{st.generations} ({100 * st.correct_share:.1f}%)")
+    if st.judge_verdicts:
+        t.add_row("  by the rules (Math-Verify)", f"{st.generations_rule_correct}")
+        t.add_row("  judge verdicts on rejects", ", ".join(f"{k}={v}" for k, v in sorted(st.judge_verdicts.items())))
+    t.add_row("problems with a correct trace", f"{st.problems_with_correct}")
+    t.add_row("verify status", ", ".join(f"{k}={v}" for k, v in sorted(st.verify_status.items())) or "-")
+    t.add_row("problems in the store", f"{result.stored_problems}")
+    t.add_row("output", str(result.out_dir / "data"))
+    return t
+
+
+@app.command()
+def run(
+    job_file: Path = typer.Argument(..., help="job YAML file"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="output folder (overrides output.dir)"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting: key.sub=value (repeatable)"),
+) -> None:
+    """Run a job, or resume it: problems already stored are not generated again."""
+    try:
+        job = load_job(job_file, set_, output)
+    except ConfigError as exc:
+        fail(str(exc))
+    from factory.engines.managed import EngineStartError
+    from factory.models import ModelError
+    from factory.pipeline import RunError, run_job
+    from factory.prompts import PromptError
+
+    console.print(f"[bold]{job.name}[/]: {job.source.path.name} -> {job.output.dir}  "
+                  f"(engine {job.engine.backend}, model {job.engine.model}, n={job.sampling.n})", highlight=False)
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        transient=False, disable=not console.is_terminal and os.environ.get("FACTORY_PROGRESS") != "1",
+    )
+    task = progress.add_task("problems", total=None, rate="")
+
+    def on_progress(stats, total):
+        progress.update(task, total=total, completed=stats.problems_done + stats.problems_failed,
+                        rate=f"{stats.tokens_per_s:.0f} tok/s, {100 * stats.correct_share:.0f}% correct")
+
+    last_print = [0.0]
+
+    def plain_progress(stats, total):  # for logs when stderr is not a terminal
+        on_progress(stats, total)
+        if progress.disable and stats.elapsed_s - last_print[0] >= 10:
+            last_print[0] = stats.elapsed_s
+            console.print(f"progress: {stats.problems_done}/{total} problems, {stats.tokens_per_s:.0f} tok/s", highlight=False)
+
+    try:
+        with progress:
+            result = run_job(job, log=lambda m: console.print(m, highlight=False), on_progress=plain_progress)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished problems are stored; run the same command to resume")
+        raise typer.Exit(130)
+    except (ConfigError, PromptError, ModelError, EngineStartError, RunError) as exc:
+        fail(str(exc), 1)
+    out.print(_summary(result))
+    if job.output.push is not None:
+        if result.stats.problems_failed:
+            fail("not pushing: some problems failed; re-run to finish them first", 1)
+        p = job.output.push
+        _push(result.out_dir, p.repo_id, p.private, p.revision)
+
+
+def _push(run_dir: Path, repo_id: str, private: bool, revision: Optional[str]) -> None:
+    from factory.hub import PushError, push as hub_push
+
+    try:
+        res = hub_push(run_dir, repo_id, private=private, revision=revision, log=lambda m: console.print(m, highlight=False))
+    except (PushError, FileNotFoundError) as exc:
+        fail(str(exc), 1)
+    out.print(f"pushed to {res.repo_id}@{res.revision}: {len(res.uploaded)} file(s) uploaded in {res.commits} "
+              f"commit(s), {len(res.skipped)} already there", highlight=False)
+
+
+@app.command()
+def push(
+    run_dir: Path = typer.Argument(..., help="output folder of a run"),
+    repo_id: str = typer.Option(..., "--repo-id", help="ORG/NAME of the dataset repo"),
+    private: bool = typer.Option(False, "--private", help="create the repo private"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
+) -> None:
+    """Dataset card + shards to the Hub; a second push sends only what is missing."""
+    if not (run_dir / "data").is_dir():
+        fail(f"{run_dir}: no data/ folder; is this the output folder of a run?")
+    _push(run_dir, repo_id, private, revision)
+
+
+@app.command("export")
+def export_cmd(
+    kind: str = typer.Argument(..., help="sft | rl | dpo"),
+    run_dir: Path = typer.Argument(..., help="output folder of a run"),
+    output: Path = typer.Option(..., "-o", "--output", help="folder for train-00000.parquet"),
+) -> None:
+    """Layouts for trainers: sft (messages), rl (prompt, answer, rewards), dpo (prompt, chosen, rejected)."""
+    from factory.store.export import EXPORTS, export
+
+    if kind not in EXPORTS:
+        fail(f"unknown export {kind!r}: choose one of {', '.join(EXPORTS)}")
+    if not (run_dir / "data").is_dir():
+        fail(f"{run_dir}: no data/ folder; is this the output folder of a run?")
+    n = export(kind, run_dir, output)
+    out.print(f"{kind}: {n} rows -> {output / 'train-00000.parquet'}")
+
+
+@app.command()
+def prepare(
+    source: str = typer.Argument(..., help="jsonl(.gz/.zst) or parquet file, folder or glob; or a Hub dataset name"),
+    output: Path = typer.Option(..., "-o", "--output", help="folder for problems.parquet, rejects.jsonl, report.json"),
+    set_: list[str] = typer.Option([], "--set", help="a source setting: key=value, e.g. dedup.threshold=0.9"),
+) -> None:
+    """Only the preparation stage: validate, normalize, dedupe, decontaminate."""
+    from factory.config import load_source
+    from factory.prepare import prepare_to_dir
+
+    try:
+        cfg = load_source(source, set_)
+    except ConfigError as exc:
+        fail(str(exc))
+    progress = Progress(TextColumn("rows read"), TextColumn("{task.completed}"), TimeElapsedColumn(),
+                        console=console, transient=True)
+    task = progress.add_task("read", total=None)
+    try:
+        with progress:
+            report = prepare_to_dir(cfg, output, on_progress=lambda r: progress.update(task, completed=r.read))
+    except (OSError, ValueError) as exc:
+        fail(f"{source}: {exc}", 1)
+    t = Table(title=f"prepare: {source}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("rows read", str(report.read))
+    t.add_row("accepted", str(report.accepted))
+    t.add_row("rejected", str(sum(report.rejected.values())))
+    for reason, n in sorted(report.rejected.items()):
+        t.add_row(f"  {reason}", str(n))
+    t.add_row("output", str(output))
+    out.print(t)
+
+
+@app.command()
+def status(
+    run_dir: Path = typer.Argument(..., help="output folder of a run"),
+    check: bool = typer.Option(False, "--check", help="verify the manifest against the shards"),
+) -> None:
+    """Progress and pass rates of a run folder."""
+    from factory.store.check import check_store
+    from factory.store.shards import Manifest
+
+    if not run_dir.is_dir():
+        fail(f"not a folder: {run_dir}")
+    if check:
+        res = check_store(run_dir)
+        for p in res.problems:
+            console.print(f"[red]damage:[/] {p}", highlight=False)
+        out.print(f"check: {res.shards} shard(s), {res.rows} rows: {'ok' if res.ok else f'{len(res.problems)} problem(s)'}")
+        if not res.ok:
+            raise typer.Exit(1)
+        return
+    manifest = Manifest(run_dir / "manifest.jsonl")
+    manifest.load(repair=False)
+    n = sum(e["rows"] for e in manifest.entries)
+    metrics = run_dir / "metrics.json"
+    out.print(f"{run_dir}: {n} problems in {len(manifest.entries)} shard(s)")
+    if metrics.is_file():
+        st = json.loads(metrics.read_text())["stats"]
+        out.print(f"last run: {st['problems_done']} problems, {st['generations']} generations, "
+                  f"{st['tokens_per_s']} tok/s, {100 * st['correct_share']:.1f}% correct", highlight=False)
+
+
+def _judge_engine(backend: str | None, model: str | None, base_url: str | None):
+    """An engine for `--judge-*` options, or None when no judge is asked for."""
+    if not model and not base_url:
+        return None
+    from factory.config import EngineConfig, SamplingConfig
+    from factory.engines import build_engine
+
+    backend = backend or ("openai" if base_url else "vllm-server")
+    try:
+        cfg = EngineConfig(backend=backend, model=model or "judge", base_url=base_url, max_concurrency=16)
+    except ValueError as exc:
+        fail(f"judge settings: {exc}")
+    return build_engine(cfg, SamplingConfig(n=1), log=lambda m: console.print(m, highlight=False))
+
+
+@app.command()
+def verify(
+    src: Optional[Path] = typer.Argument(None, help="jsonl or parquet of (gold, generation) rows"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="output file (.jsonl or .parquet)"),
+    gold_column: str = typer.Option("answer", help="column with the gold answer"),
+    generation_column: str = typer.Option("generation", help="column with the generation (a list is verified element-wise)"),
+    preset: str = typer.Option("default", help="cascade preset from verifiers/presets.yaml"),
+    workers: int = typer.Option(2, min=1, help="verification worker processes"),
+    timeout: int = typer.Option(5, min=1, help="seconds per comparison (whole seconds)"),
+    judge_model: Optional[str] = typer.Option(None, help="LLM judge model for rule rejects"),
+    judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible URL of the judge"),
+    judge_backend: Optional[str] = typer.Option(None, help="openai | vllm-server (default: openai if a URL is given)"),
+    calibrate: bool = typer.Option(False, "--calibrate", help="score raw Math-Verify and the cascade on verifiers/calibration.jsonl"),
+) -> None:
+    """Run the verification cascade on a file, standalone (or --calibrate)."""
+    import asyncio
+
+    from factory.config import JudgeConfig, VerifyConfig
+    from factory.verify.normalize import RulesError, load_preset
+    from factory.verify.standalone import VerifyInputError, calibrate as run_calibration, maybe_engine, verify_file
+
+    try:
+        load_preset(preset)
+    except RulesError as exc:
+        fail(str(exc))
+    engine = _judge_engine(judge_backend, judge_model, judge_base_url)
+    cfg = VerifyConfig(preset=preset, workers=workers, timeout_s=timeout, judge=JudgeConfig(enabled=engine is not None))
+    progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=True)
+    if calibrate:
+        task = progress.add_task("calibration cases", total=None)
+
+        async def go_cal():
+            async with maybe_engine(engine) as judge:
+                return await run_calibration(cfg, judge, on_progress=lambda d, t: progress.update(task, completed=d, total=t))
+
+        with progress:
+            scores, mistakes = asyncio.run(go_cal())
+        t = Table(title=f"calibration ({preset} preset{' + judge' if engine else ''} vs raw Math-Verify)")
+        for col in ("category", "cases", "raw acc", "raw FP", "raw FN", "ours acc", "ours FP", "ours FN"):
+            t.add_column(col, justify="left" if col == "category" else "right", no_wrap=True)
+        for cat in sorted(scores, key=lambda c: (c == "ALL", c)):
+            s = scores[cat]
+            t.add_row(cat, str(s.n), f"{100 * s.raw_right / s.n:.1f}%", str(s.raw_fp), str(s.raw_fn),
+                      f"{100 * s.ours_right / s.n:.1f}%", str(s.fp), str(s.fn))
+        out.print(t)
+        if mistakes:
+            out.print(f"{len(mistakes)} cases the cascade gets wrong: " + ", ".join(m["id"] for m in mistakes))
+        return
+    if src is None or output is None:
+        fail("give an input file and -o OUTPUT (or --calibrate)")
+    if not src.exists():
+        fail(f"input not found: {src}")
+    if output.suffix not in (".jsonl", ".parquet"):
+        fail(f"-o {output}: use a .jsonl or .parquet file name")
+    task = progress.add_task("rows verified", total=None)
+
+    async def go():
+        async with maybe_engine(engine) as judge:
+            return await verify_file(src, output, cfg, judge, gold_column, generation_column,
+                                     on_progress=lambda c: progress.update(task, completed=c.rows))
+
+    try:
+        with progress:
+            counts = asyncio.run(go())
+    except VerifyInputError as exc:
+        fail(str(exc))
+    status = ", ".join(f"{k}={v}" for k, v in sorted(counts.status.items())) or "-"
+    out.print(f"{counts.rows} rows, {counts.generations} generations: {counts.correct} correct; "
+              f"status {status}; judged {counts.judged}; rejected rows {counts.rejected} -> {output}", highlight=False)
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("verify")
+def bench_verify_cmd(
+    pairs: int = typer.Option(1000, min=10, help="distinct (gold, generation) pairs"),
+    workers: int = typer.Option(2, min=1, help="workers for the multi-core figure"),
+) -> None:
+    """Pairs/s of the rule stage vs raw Math-Verify, on the same pairs."""
+    from factory.bench import bench_verify
+
+    r = bench_verify(pairs, workers)
+    t = Table(title=f"verification throughput, {pairs} distinct pairs")
+    t.add_column("path")
+    t.add_column("pairs/s", justify="right")
+    t.add_column("correct", justify="right")
+    t.add_row("raw Math-Verify, in process (1 core)", f"{r.raw_pairs_per_s:.0f}", str(r.raw_correct))
+    t.add_row("factory rule stage, 1 worker", f"{r.ours_1_pairs_per_s:.0f}", str(r.ours_correct))
+    t.add_row(f"factory rule stage, {r.workers} workers", f"{r.ours_n_pairs_per_s:.0f}", "")
+    out.print(t)
+    out.print(f"ratio per core (ours 1 worker / raw): {r.ratio_per_core:.2f}")
+
+
+@bench_app.command("overhead")
+def bench_overhead_cmd(problems: int = typer.Option(4000, min=100, help="problems (n=2 each)")) -> None:
+    """Generations/s through the whole pipeline against an instant fake server (verification off)."""
+    from factory.bench import bench_overhead
+
+    for r in bench_overhead(problems):
+        out.print(f"{r['concurrency']:>4} in flight: {r['generations']} generations in {r['seconds']} s = "
+                  f"{r['generations_per_s']} generations/s", highlight=False)
+
+
+@bench_app.command("engine")
+def bench_engine_cmd(
+    problems: int = typer.Option(32, min=1), n: int = typer.Option(2, min=1), max_tokens: int = typer.Option(128, min=8),
+    backend: str = typer.Option("vllm-offline", help="the factory's engine path: vllm-offline or vllm-server"),
+) -> None:
+    """The factory against raw vLLM on the same prompts, model and sampling."""
+    from factory.bench import bench_engine
+
+    r = bench_engine(problems, n, max_tokens, backend=backend)
+    out.print(f"factory ({r['backend']}): {r['factory_tokens']} tokens in {r['factory_s']} s = {r['factory_tokens_per_s']} tok/s", highlight=False)
+    out.print(f"raw vLLM (LLM.chat): {r['raw_tokens']} tokens in {r['raw_s']} s = {r['raw_tokens_per_s']} tok/s", highlight=False)
+    out.print(f"ratio factory/raw: {r['ratio']}", highlight=False)
+
+
+@bench_app.command("prepare")
+def bench_prepare_cmd(
+    rows: int = typer.Option(1_000_000, min=1000, help="rows in the synthetic source"),
+    workdir: Path = typer.Option(Path("out/bench-prepare"), help="where the source and output go"),
+) -> None:
+    """Time and peak memory of the preparation stage on a synthetic source."""
+    from factory.bench import bench_prepare
+
+    r = bench_prepare(rows, workdir)
+    out.print(f"prepare {r['read']} rows: {r['accepted']} accepted, rejected {r['rejected_by_reason']}; "
+              f"{r['seconds']:.1f} s ({r['read'] / r['seconds']:.0f} rows/s), peak RSS {r['peak_rss_mb']:.0f} MB",
+              highlight=False)
+
+
+@model_app.command("prepare")
+def model_prepare(name: str = typer.Argument("smollm2-135m")) -> None:
+    """Convert the embedded model once into the cache folder (idempotent)."""
+    from factory.models import ModelError, ensure_model
+
+    try:
+        path = ensure_model(name, log=lambda m: console.print(m, highlight=False))
+    except ModelError as exc:
+        fail(str(exc), 1)
+    out.print(path)
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="factory")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

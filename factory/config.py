@@ -1,0 +1,329 @@
+"""Typed job configuration.
+
+A job file is YAML validated by these models. Every model forbids unknown
+keys so that a typo is an error naming the key, never a silently ignored
+setting. Relative paths are resolved against the job file's folder, then
+against the shipped assets (prompts/, jobs/ ...), so a job file works from
+any working directory and from an installed wheel.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from factory import assets
+
+
+class ConfigError(Exception):
+    """A job file problem, worded for the user (one line, names key or path)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DedupConfig(_Strict):
+    """Exact (normalized text) and near-duplicate (MinHash over word shingles) removal."""
+
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(default=0.85, gt=0.0, le=1.0, description="estimated Jaccard at or above which rows are near duplicates")
+    num_perm: int = Field(default=64, ge=8, le=512)
+    bands: int = Field(default=16, ge=1)
+    shingle_words: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> "DedupConfig":
+        if self.num_perm % self.bands:
+            raise ValueError(f"dedup.num_perm ({self.num_perm}) must be a multiple of dedup.bands ({self.bands})")
+        return self
+
+
+class DecontamConfig(_Strict):
+    """n-gram overlap against evaluation benchmarks (open-r1 used 8-grams)."""
+
+    enabled: bool = True
+    benchmarks: list[str] = Field(default_factory=lambda: ["math500", "aime2024", "aime2025", "amc2023"],
+                                  description="shipped names (factory/data/benchmarks) or jsonl paths")
+    ngram: int = Field(default=8, ge=3)
+
+
+class SourceConfig(_Strict):
+    """Where problems come from, which columns hold what, and which rows to keep."""
+
+    path: Path | None = Field(default=None, description="jsonl(.gz/.zst) or parquet: a file, a folder or a glob")
+    dataset: str | None = Field(default=None, description="a Hub dataset name (or local dataset folder), streamed")
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    problem_column: str = "problem"
+    answer_column: str = "answer"
+    solution_column: str = "solution"
+    source_column: str = "source"
+    problem_type_column: str = "problem_type"
+    question_type_column: str = "question_type"
+    limit: int | None = Field(default=None, ge=1, description="read at most this many rows")
+    require_answer: bool = True
+    min_problem_chars: int = Field(default=1, ge=1)
+    max_problem_chars: int = Field(default=20_000, ge=1)
+    include_sources: list[str] | None = None
+    include_problem_types: list[str] | None = None
+    include_question_types: list[str] | None = None
+    sample: int | None = Field(default=None, ge=1, description="keep a random sample of this many problems")
+    seed: int = 0
+    dedup: DedupConfig = DedupConfig()
+    decontaminate: DecontamConfig = DecontamConfig()
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "SourceConfig":
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("source: give exactly one of source.path (local files) or source.dataset (Hub dataset)")
+        return self
+
+
+class PromptConfig(_Strict):
+    """The user turn sent to the model; the engine applies the chat template."""
+
+    template: str = "r1-math"
+    system: str | None = None
+
+
+class BudgetForcingConfig(_Strict):
+    """Cap the thinking, then force the final answer (s1-style budget forcing).
+
+    A generation still thinking after `max_thinking_tokens` is cut there; the
+    `cue` (end-of-think marker and an answer prompt) is appended and the model
+    continues for at most `answer_max_tokens`."""
+
+    max_thinking_tokens: int = Field(ge=1)
+    answer_max_tokens: int = Field(default=256, ge=1)
+    cue: str = "\n</think>\n\n**Final Answer**\n\\boxed{"
+
+
+class SamplingConfig(_Strict):
+    n: int = Field(default=2, ge=1, le=64)
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float = Field(default=0.6, ge=0.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    stop: list[str] | None = None
+    budget_forcing: BudgetForcingConfig | None = None
+
+
+class EngineConfig(_Strict):
+    """Which backend generates, and how hard to drive it."""
+
+    backend: Literal["vllm-server", "vllm-offline", "sglang-server", "sglang-offline", "openai"] = "vllm-server"
+    model: str = "smollm2-135m"
+    served_model_name: str | None = None
+    base_url: str | None = Field(default=None, description="for backend=openai")
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = Field(default=32, ge=1)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    max_model_len: int = Field(default=2048, ge=64)
+    dtype: str = "bfloat16"
+    seed: int = 0
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    data_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
+    enforce_eager: bool = Field(default=True, description="skip graph capture/compilation: faster start, the CPU default")
+    max_restarts: int = Field(default=3, ge=0, description="restarts of a managed server that dies mid-run")
+    startup_timeout_s: float = Field(default=600.0, gt=0)
+    extra_args: list[str] = Field(default_factory=list, description="passed to the server untouched")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into every request body")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM / sglang.Engine untouched")
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_base_url(self) -> "EngineConfig":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("engine.base_url is required when engine.backend is 'openai'")
+        return self
+
+
+class JudgeConfig(_Strict):
+    """Stage 2: an LLM re-checks generations the rules rejected or could not decide."""
+
+    enabled: bool = False
+    engine: EngineConfig | None = Field(default=None, description="judge backend; unset: the generation engine")
+    template: str = "judge"
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    response_chars: int = Field(default=2000, ge=100, description="tail of the generation the judge reads")
+    max_concurrency: int = Field(default=16, ge=1)
+
+
+class VerifyConfig(_Strict):
+    enabled: bool = True
+    preset: str = Field(default="default", description="a preset in verifiers/presets.yaml")
+    rules: Path | None = Field(default=None, description="normalization rules; default verifiers/normalizers.yaml")
+    workers: int = Field(default=2, ge=1)
+    timeout_s: int = Field(default=5, ge=1, description="whole seconds per comparison")
+    memory_mb: int = Field(default=2048, ge=256, description="address-space cap per worker")
+    judge: JudgeConfig = JudgeConfig()
+
+
+class PushConfig(_Strict):
+    """Push to the Hub when a run finishes (the same as `factory push`)."""
+
+    repo_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    private: bool = False
+    revision: str | None = None
+
+
+class OutputConfig(_Strict):
+    dir: Path = Path("out/run")
+    push: PushConfig | None = None
+    license: str = "apache-2.0"
+    shard_rows: int = Field(default=1000, ge=1, description="problems per Parquet shard")
+    flush_interval_s: float = Field(default=60.0, gt=0, description="write a partial shard at least this often")
+    messages_seed: int = 0
+
+
+class JobConfig(_Strict):
+    name: str = "job"
+    source: SourceConfig
+    prompt: PromptConfig = PromptConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    engine: EngineConfig = EngineConfig()
+    verify: VerifyConfig = VerifyConfig()
+    output: OutputConfig = OutputConfig()
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """`key.sub=value` strings; values are YAML scalars (`n=4` is an int)."""
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. sampling.n=4")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+        msg = f"{msg} (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    tail = f" (+{more} more error{'s' if more > 1 else ''})" if more > 0 else ""
+    return f"{path}: {loc}: {msg}{tail}"
+
+
+def load_job(path: str | Path, overrides: list[str] | None = None, output_dir: str | Path | None = None) -> JobConfig:
+    """Read, override and validate a job file; raise ConfigError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        found = assets.find("jobs", str(path))
+        if found is None:
+            raise ConfigError(f"job file not found: {path}")
+        path = found
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value)
+    if output_dir is not None:
+        data.setdefault("output", {})
+        data["output"]["dir"] = str(output_dir)
+    try:
+        job = JobConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from None
+    return resolve_paths(job, path.parent)
+
+
+def resolve_source_path(src: Path, base: Path) -> Path:
+    """A file, folder or glob, relative to `base` (the job file) or cwd."""
+    given = src
+    if not src.is_absolute():
+        candidate = base / src
+        src = candidate if (candidate.exists() or glob.glob(str(candidate))) else Path.cwd() / src
+    if not src.exists() and not glob.glob(str(src)):
+        raise ConfigError(f"source.path: file not found: {given}")
+    return src if glob.has_magic(str(src)) else src.resolve()
+
+
+def check_source(src: SourceConfig) -> None:
+    from factory.decontam import SHIPPED
+
+    for name in src.decontaminate.benchmarks:
+        if name not in SHIPPED and not Path(name).is_file():
+            raise ConfigError(f"source.decontaminate.benchmarks: unknown benchmark {name!r} "
+                              f"(shipped: {', '.join(SHIPPED)}; or a jsonl path)")
+
+
+def load_source(source: str, overrides: list[str] | None = None) -> SourceConfig:
+    """`factory prepare SOURCE`: a local path or glob, else a Hub dataset name."""
+    data: dict[str, Any] = {}
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key.removeprefix("source."), value)
+    local = Path(source).exists() or glob.has_magic(source)
+    data["path" if local else "dataset"] = source
+    try:
+        cfg = SourceConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(Path("--set"), err).replace("--set: ", "source.", 1)) from None
+    if cfg.path is not None:
+        cfg.path = resolve_source_path(cfg.path, Path.cwd())
+    check_source(cfg)
+    return cfg
+
+
+def resolve_paths(job: JobConfig, base: Path) -> JobConfig:
+    """Make paths absolute and check that input files exist."""
+    if job.source.path is not None:
+        job.source.path = resolve_source_path(job.source.path, base)
+    if assets.prompt_path(job.prompt.template, base) is None:
+        raise ConfigError(f"prompt.template: template not found: {job.prompt.template}")
+    check_source(job.source)
+    judge = job.verify.judge
+    if judge.enabled and assets.template_path(judge.template, "verifiers", base) is None:
+        raise ConfigError(f"verify.judge.template: template not found: {judge.template}")
+    rules = job.verify.rules
+    if rules is not None:
+        rules = rules if rules.is_absolute() or not (base / rules).exists() else base / rules
+        if not rules.is_file():
+            raise ConfigError(f"verify.rules: file not found: {job.verify.rules}")
+        job.verify.rules = rules.resolve()
+    from factory.verify.normalize import RulesError, load_preset
+
+    try:
+        load_preset(job.verify.preset)
+    except RulesError as exc:
+        raise ConfigError(f"verify.preset: {exc}") from None
+    if not job.output.dir.is_absolute():
+        # -o is relative to where the user stands; a job file's own output
+        # folder too, so runs land beside the user, not inside the package.
+        job.output.dir = (Path.cwd() / job.output.dir).resolve()
+    return job

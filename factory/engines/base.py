@@ -1,0 +1,69 @@
+"""The one small interface every inference backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from factory.config import EngineConfig, SamplingConfig
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str | None
+    completion_tokens: int | None = None
+    budget_forced: bool = False
+    stop_reason: str | None = None  # the stop string that ended it, where the server says
+
+
+@dataclass
+class GenerationResult:
+    """All samples for one prompt, or the error that stopped the request."""
+
+    completions: list[Completion] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    error: str | None = None
+    # True when the request failed for reasons of the moment (retries ran
+    # out): the problem is not stored and a re-run generates it again.
+    transient: bool = False
+    latency_s: float = 0.0
+
+
+class Engine(ABC):
+    """Start once, generate many, stop always (use `async with`)."""
+
+    def __init__(self, cfg: EngineConfig, sampling: SamplingConfig):
+        self.cfg = cfg
+        self.sampling = sampling
+
+    @property
+    def model_name(self) -> str:
+        return self.cfg.served_model_name or self.cfg.model
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Bring the backend up; return when it can serve."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release everything start() took, even after errors."""
+
+    @abstractmethod
+    async def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig | None = None) -> GenerationResult:
+        """`sampling.n` samples for one chat (the job's sampling unless given);
+        never raises for a bad request."""
+
+    async def continue_generation(self, messages: list[dict[str, str]], partial: str,
+                                  sampling: SamplingConfig) -> GenerationResult:
+        """Continue an assistant turn that starts with `partial` (budget forcing)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot continue a partial answer")
+
+    async def __aenter__(self) -> "Engine":
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()

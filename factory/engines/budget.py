@@ -1,0 +1,63 @@
+"""Budget forcing (s1): cap the thinking at N tokens, then force the answer.
+
+Phase 1 asks for at most `max_thinking_tokens`, stopping at `</think>`.
+A sample that closed its thinking continues after `</think>` for its answer;
+one that ran out of budget gets the cue (end-of-think and an answer prompt)
+appended and continues from there. Each completion records whether it was
+forced. Works with any backend that can continue a partial assistant turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from factory.config import BudgetForcingConfig, SamplingConfig
+from factory.engines.base import Completion, Engine, GenerationResult
+
+END_THINK = "</think>"
+
+
+class BudgetForcingEngine(Engine):
+    def __init__(self, inner: Engine, cfg: BudgetForcingConfig):
+        super().__init__(inner.cfg, inner.sampling)
+        self.inner = inner
+        self.budget = cfg
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def continue_generation(self, messages, partial, sampling):
+        return await self.inner.continue_generation(messages, partial, sampling)
+
+    async def _finish(self, messages, c: Completion, sampling: SamplingConfig, used: int) -> Completion:
+        if c.finish_reason == "length":
+            partial, forced, room = c.text + self.budget.cue, True, self.budget.answer_max_tokens
+        elif c.stop_reason == END_THINK:  # thought within budget: now the answer
+            partial, forced, room = c.text + END_THINK, False, max(sampling.max_tokens - used, 1)
+        else:
+            return c  # finished without a thinking block: nothing to add
+        more = await self.inner.continue_generation(
+            messages, partial, sampling.model_copy(update={"n": 1, "max_tokens": room, "budget_forcing": None}))
+        if more.error or not more.completions:
+            return Completion(partial, "length", c.completion_tokens, forced)
+        tail = more.completions[0]
+        tokens = None if c.completion_tokens is None or tail.completion_tokens is None else c.completion_tokens + tail.completion_tokens
+        return Completion(partial + tail.text, tail.finish_reason, tokens, forced)
+
+    async def generate(self, messages, sampling: SamplingConfig | None = None) -> GenerationResult:
+        s = sampling or self.sampling
+        budget = min(self.budget.max_thinking_tokens, s.max_tokens)
+        first = s.model_copy(update={"max_tokens": budget, "stop": [*(s.stop or []), END_THINK], "budget_forcing": None})
+        result = await self.inner.generate(messages, first)
+        if result.error or result.transient:
+            return result
+        done = await asyncio.gather(*(self._finish(messages, c, s, c.completion_tokens or budget) for c in result.completions))
+        result.completions = list(done)
+        return result

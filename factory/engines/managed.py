@@ -1,0 +1,225 @@
+"""An inference server the factory starts, watches, restarts and stops.
+
+Subclasses say how to launch it (vLLM, SGLang). The server runs in its own session (process group) so that stopping it takes
+its engine-core children too. It ignores SIGTERM while loading, so stop()
+escalates to SIGKILL after a grace period. Its process group id is written
+to a pid file in the run folder: if the factory itself is killed with -9,
+the next run finds and kills the orphan before starting a new server. On
+Linux the server also gets PDEATHSIG, so it dies with the factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from factory.config import EngineConfig, SamplingConfig
+from factory.engines.openai_http import OpenAIEngine, RetryableError
+from factory.models import ensure_model
+
+
+class EngineStartError(RuntimeError):
+    pass
+
+
+class EngineDeadError(EngineStartError):
+    """The server kept dying: more restarts than engine.max_restarts."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child before exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def kill_group(pgid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after `grace_s`."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
+
+
+def reap_stale(pid_file: Path) -> bool:
+    """Kill a server left behind by a run that was killed; True if one was found."""
+    try:
+        pgid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    pid_file.unlink(missing_ok=True)
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    kill_group(pgid, grace_s=2.0)
+    return True
+
+
+class ManagedServerEngine(OpenAIEngine):
+    """A server subprocess + the HTTP client; restarted when it dies mid-run.
+
+    A request that fails because the server died triggers one restart (under
+    a lock, so concurrent failures restart it once) and is then retried by
+    the client's backoff loop against the new server: what was in flight is
+    re-sent, nothing is lost.
+    """
+
+    server_name = "server"
+    health_path = "/health"
+
+    def __init__(self, cfg: EngineConfig, sampling: SamplingConfig, run_dir: Path | None = None, log=print):
+        super().__init__(cfg, sampling, base_url="http://127.0.0.1:0")
+        self.run_dir = run_dir
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self._log_fh = None
+        self._model_path: str | None = None
+        self._restart_lock: asyncio.Lock | None = None
+        self._ready: asyncio.Event | None = None  # cleared while (re)starting
+        self.restarts = 0
+
+    @property
+    def model_name(self) -> str:
+        return self.cfg.served_model_name or Path(self.cfg.model).name
+
+    @property
+    def pid_file(self) -> Path | None:
+        return self.run_dir / "engine.pid" if self.run_dir else None
+
+    def command(self, model_path: str, port: int) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.update(self.default_env())
+        env.update(self.cfg.env)
+        return env
+
+    def default_env(self) -> dict[str, str]:
+        return {}
+
+    async def start(self) -> None:
+        if self.pid_file and reap_stale(self.pid_file):
+            self.log("stopped an engine server left behind by an interrupted run")
+        self._model_path = await asyncio.to_thread(ensure_model, self.cfg.model, self.log)
+        self._restart_lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        await self._launch()
+        self._ready.set()
+        await super().start()
+
+    async def _launch(self) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        log_path = (self.run_dir / "engine.log") if self.run_dir else Path(os.devnull)
+        if self.run_dir:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._log_fh = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.command(self._model_path, self.port),
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self._env(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        if self.pid_file:
+            self.pid_file.write_text(f"{self.proc.pid}\n")
+        await self._wait_healthy(log_path)
+
+    async def _post_once(self, payload: dict):
+        if self._ready is not None:
+            await self._ready.wait()  # during a restart, requests wait instead of burning retries
+        try:
+            return await super()._post_once(payload)
+        except RetryableError:
+            if self.proc is not None and not self.alive():
+                await self._restart()
+            raise
+
+    async def _restart(self) -> None:
+        assert self._restart_lock is not None
+        async with self._restart_lock:
+            if self.alive():  # another request restarted it already
+                return
+            if self.restarts >= self.cfg.max_restarts:
+                raise EngineDeadError(f"{self.server_name} died {self.restarts + 1} times "
+                                      f"(engine.max_restarts={self.cfg.max_restarts}); see its log in the run folder")
+            self.restarts += 1
+            code = self.proc.returncode if self.proc else None
+            self.log(f"{self.server_name} exited (code {code}); restarting it ({self.restarts}/{self.cfg.max_restarts})")
+            self._ready.clear()
+            try:
+                self._kill()
+                await self._launch()
+            finally:
+                self._ready.set()
+
+    async def _wait_healthy(self, log_path: Path) -> None:
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        url = f"{self.base_url}{self.health_path}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise EngineStartError(
+                        f"{self.server_name} exited with code {self.proc.returncode} while starting; see {log_path}"
+                    )
+                try:
+                    async with s.get(url) as r:
+                        if r.status == 200:
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+                    pass
+                await asyncio.sleep(0.5)
+        raise EngineStartError(
+            f"{self.server_name} not healthy after {self.cfg.startup_timeout_s:.0f} s (engine.startup_timeout_s); see {log_path}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc.pid)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.proc = None
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+    async def stop(self) -> None:
+        await super().stop()
+        await asyncio.to_thread(self._kill)
+        if self.pid_file:
+            self.pid_file.unlink(missing_ok=True)

@@ -1,0 +1,121 @@
+"""SGLang: its OpenAI-compatible server (managed) and its offline engine.
+
+SGLang needs CUDA (it pins a CUDA torch), so these backends run on GPU
+machines only; elsewhere `factory run` says so before starting anything and
+the GPU tests skip with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+
+from factory.config import SamplingConfig
+from factory.engines.base import Completion, Engine, GenerationResult
+from factory.engines.managed import EngineStartError, ManagedServerEngine
+from factory.models import ensure_model
+
+
+def sglang_unavailable() -> str | None:
+    """Why SGLang cannot run here, or None when it can."""
+    if importlib.util.find_spec("sglang") is None:
+        return "the sglang package is not installed (pip install 'sglang[all]' on a CUDA machine)"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "SGLang needs a CUDA GPU and none is visible"
+    except ImportError:
+        return "SGLang needs torch with CUDA"
+    return None
+
+
+def _check() -> None:
+    why = sglang_unavailable()
+    if why:
+        raise EngineStartError(f"engine.backend sglang: {why}")
+
+
+class SGLangServerEngine(ManagedServerEngine):
+    server_name = "SGLang server"
+
+    async def start(self) -> None:
+        _check()
+        await super().start()
+
+    def command(self, model_path: str, port: int) -> list[str]:
+        c = self.cfg
+        cmd = [
+            sys.executable, "-m", "sglang.launch_server",
+            "--model-path", model_path, "--host", "127.0.0.1", "--port", str(port),
+            "--served-model-name", self.model_name, "--random-seed", str(c.seed),
+            "--context-length", str(c.max_model_len), "--dtype", c.dtype,
+            "--tp-size", str(c.tensor_parallel_size), "--dp-size", str(c.data_parallel_size),
+        ]
+        if c.gpu_memory_utilization is not None:
+            cmd += ["--mem-fraction-static", str(c.gpu_memory_utilization)]
+        return cmd + list(c.extra_args)
+
+
+class SGLangOfflineEngine(Engine):
+    """`sglang.Engine` in this process; the chat template is applied here."""
+
+    def __init__(self, *args, log=print, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = log
+        self.engine = None
+        self.tokenizer = None
+
+    @property
+    def model_name(self) -> str:
+        from pathlib import Path
+
+        return self.cfg.served_model_name or Path(self.cfg.model).name
+
+    async def start(self) -> None:
+        _check()
+        import sglang
+        from transformers import AutoTokenizer
+
+        c = self.cfg
+        path = await asyncio.to_thread(ensure_model, c.model, self.log)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        kwargs = dict(model_path=path, tp_size=c.tensor_parallel_size, dp_size=c.data_parallel_size,
+                      random_seed=c.seed, context_length=c.max_model_len, dtype=c.dtype)
+        if c.gpu_memory_utilization is not None:
+            kwargs["mem_fraction_static"] = c.gpu_memory_utilization
+        kwargs.update(c.engine_kwargs)
+        self.engine = await asyncio.to_thread(lambda: sglang.Engine(**kwargs))
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            await asyncio.to_thread(engine.shutdown)
+
+    async def _generate_text(self, text: str, s: SamplingConfig) -> GenerationResult:
+        params = {"temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_tokens}
+        if s.stop:
+            params["stop"] = s.stop
+        try:
+            outs = await self.engine.async_generate(prompt=[text] * s.n, sampling_params=[params] * s.n)
+        except Exception as exc:  # noqa: BLE001 - a bad request is recorded on its row
+            return GenerationResult(error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        outs = outs if isinstance(outs, list) else [outs]
+        comps = []
+        for o in outs:
+            meta = o.get("meta_info", {})
+            fr = meta.get("finish_reason") or {}
+            matched = fr.get("matched") if isinstance(fr, dict) else None
+            comps.append(Completion(o.get("text", ""), fr.get("type") if isinstance(fr, dict) else fr,
+                                    meta.get("completion_tokens"), stop_reason=matched if isinstance(matched, str) else None))
+        prompt_tokens = outs[0].get("meta_info", {}).get("prompt_tokens") if outs else None
+        return GenerationResult(comps, prompt_tokens=prompt_tokens)
+
+    async def generate(self, messages, sampling: SamplingConfig | None = None) -> GenerationResult:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return await self._generate_text(text, sampling or self.sampling)
+
+    async def continue_generation(self, messages, partial, sampling):
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + partial
+        return await self._generate_text(text, sampling)

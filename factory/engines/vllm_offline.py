@@ -1,0 +1,131 @@
+"""vLLM's offline engine (`vllm.LLM`) in this process, for batch throughput.
+
+The pipeline asks for one chat at a time; here requests queue up and are
+handed to `LLM.chat` in batches (whatever arrived while the previous batch
+ran), so the engine sees as many sequences as the job's concurrency allows.
+A batch that vLLM rejects as a whole is retried request by request, so one
+bad prompt is recorded on its own row and the others still generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+from factory.config import SamplingConfig
+from factory.engines.base import Completion, Engine, GenerationResult
+from factory.models import ensure_model
+
+
+@dataclass
+class _Request:
+    messages: list[dict[str, str]]
+    sampling: SamplingConfig
+    continuing: bool
+    future: asyncio.Future
+
+
+class VLLMOfflineEngine(Engine):
+    def __init__(self, *args, log=print, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = log
+        self.llm = None
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def model_name(self) -> str:
+        from pathlib import Path
+
+        return self.cfg.served_model_name or Path(self.cfg.model).name
+
+    def _make_llm(self, model_path: str):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM
+
+        c = self.cfg
+        kwargs = dict(model=model_path, dtype=c.dtype, max_model_len=c.max_model_len, seed=c.seed,
+                      enforce_eager=c.enforce_eager, tensor_parallel_size=c.tensor_parallel_size)
+        if c.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
+        kwargs.update(c.engine_kwargs)
+        return LLM(**kwargs)
+
+    async def start(self) -> None:
+        model_path = await asyncio.to_thread(ensure_model, self.cfg.model, self.log)
+        self.llm = await asyncio.to_thread(self._make_llm, model_path)
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+            self._worker = None
+        if self.llm is not None:
+            llm, self.llm = self.llm, None
+            shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+            if callable(shutdown):
+                await asyncio.to_thread(shutdown)
+            del llm
+
+    async def _submit(self, messages, sampling, continuing) -> GenerationResult:
+        assert self._queue is not None, "engine not started"
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(messages, sampling, continuing, fut))
+        return await fut
+
+    async def generate(self, messages, sampling: SamplingConfig | None = None) -> GenerationResult:
+        return await self._submit(messages, sampling or self.sampling, False)
+
+    async def continue_generation(self, messages, partial, sampling):
+        return await self._submit([*messages, {"role": "assistant", "content": partial}], sampling, True)
+
+    @staticmethod
+    def _params(s: SamplingConfig):
+        from vllm import SamplingParams
+
+        return SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=s.stop)
+
+    def _chat(self, batch: list[_Request]) -> list:
+        cont = batch[0].continuing
+        return self.llm.chat([r.messages for r in batch], sampling_params=[self._params(r.sampling) for r in batch],
+                             use_tqdm=False, add_generation_prompt=not cont, continue_final_message=cont)
+
+    @staticmethod
+    def _result(out) -> GenerationResult:
+        comps = [Completion(o.text, o.finish_reason, len(o.token_ids),
+                            stop_reason=o.stop_reason if isinstance(o.stop_reason, str) else None) for o in out.outputs]
+        return GenerationResult(comps, prompt_tokens=len(out.prompt_token_ids or []))
+
+    async def _run(self, batch: list[_Request]) -> None:
+        try:
+            outs = await asyncio.to_thread(self._chat, batch)
+            results = [self._result(o) for o in outs]
+        except Exception as exc:  # noqa: BLE001 - isolate the bad request below
+            if len(batch) == 1:
+                results = [GenerationResult(error=f"{type(exc).__name__}: {str(exc)[:300]}")]
+            else:
+                for r in batch:
+                    await self._run([r])
+                return
+        for r, res in zip(batch, results):
+            if not r.future.done():
+                r.future.set_result(res)
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            first = await self._queue.get()
+            await asyncio.sleep(0)  # let requests created in the same tick arrive
+            batch = [first]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            for continuing in (False, True):  # one LLM.chat call per mode
+                part = [r for r in batch if r.continuing == continuing]
+                if part:
+                    await self._run(part)

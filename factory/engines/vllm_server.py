@@ -1,0 +1,40 @@
+"""vLLM's OpenAI-compatible server, managed by the factory."""
+
+from __future__ import annotations
+
+import sys
+
+from factory.engines.managed import EngineDeadError, EngineStartError, ManagedServerEngine
+
+__all__ = ["VLLMServerEngine", "EngineStartError", "EngineDeadError"]
+
+
+class VLLMServerEngine(ManagedServerEngine):
+    server_name = "vLLM server"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Exact per-sample token counts instead of the request's total.
+        self._payload_base.setdefault("return_token_ids", True)
+
+    def command(self, model_path: str, port: int) -> list[str]:
+        c = self.cfg
+        # The `vllm serve` console script is broken in the CPU build; the module works everywhere.
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", model_path, "--host", "127.0.0.1", "--port", str(port),
+            "--dtype", c.dtype, "--max-model-len", str(c.max_model_len),
+            "--served-model-name", self.model_name, "--seed", str(c.seed),
+            "--max-num-seqs", str(max(c.max_concurrency * self.sampling.n, 16)),
+            "--tensor-parallel-size", str(c.tensor_parallel_size),
+        ]
+        if c.data_parallel_size > 1:
+            cmd += ["--data-parallel-size", str(c.data_parallel_size)]
+        if c.gpu_memory_utilization is not None:
+            cmd += ["--gpu-memory-utilization", str(c.gpu_memory_utilization)]
+        if "--no-enforce-eager" not in c.extra_args and c.enforce_eager:
+            cmd.append("--enforce-eager")
+        return cmd + [a for a in c.extra_args if a != "--no-enforce-eager"]
+
+    def default_env(self) -> dict[str, str]:
+        return {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}

@@ -1,0 +1,255 @@
+"""`factory run`: prepare -> render -> generate -> extract -> verify -> store.
+
+One asyncio loop drives the engine with at most `engine.max_concurrency`
+problems in flight (a semaphore taken before a problem is even read, so
+memory stays flat however large the source). Math-Verify runs in a process
+pool beside it. Finished rows go to the shard store, whose manifest is the
+checkpoint: a re-run skips every uuid already in a shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from factory.config import JobConfig
+from factory.engines import Engine, GenerationResult, build_engine
+from factory.metrics import RunStats
+from factory.prompts import PromptRenderer
+from factory.prepare import ensure_prepared, iter_problems
+from factory.store.shards import ShardStore, write_text_atomic
+from factory.verify.cascade import Cascade, GenVerdict
+from factory.verify.extract import is_reasoning_complete
+
+
+class RunError(RuntimeError):
+    """A run stopped for a reason the user can act on."""
+
+
+@dataclass
+class RunResult:
+    stats: RunStats
+    out_dir: Path
+    stored_problems: int
+    report: dict
+
+
+def choose_message_trace(uuid: str, correct: list[bool], seed: int) -> int:
+    """Index of the trace for `messages`: a seeded random correct one, else 0.
+
+    OpenR1 found that picking among correct traces with a reward model was
+    no better than random, so random with a fixed seed it is.
+    """
+    idx = [i for i, ok in enumerate(correct) if ok]
+    if not idx:
+        return 0
+    return random.Random(f"{seed}:{uuid}").choice(idx)
+
+
+def build_row(
+    problem: dict[str, Any],
+    prompt: str,
+    result: GenerationResult,
+    verdicts: list[GenVerdict],
+    model: str,
+    messages_seed: int = 0,
+    judge_model: str | None = None,
+    sampling_seed: int | None = None,
+) -> dict[str, Any]:
+    """One output row in OpenR1-Math-220k's layout plus our extras."""
+    comps = result.completions
+    gens = [c.text for c in comps]
+    correct = [v.correct for v in verdicts]
+    judged = judge_model is not None
+    messages: list[dict[str, str]] = []
+    if gens:
+        pick = choose_message_trace(problem["uuid"], correct, messages_seed)
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": gens[pick]}]
+    return {
+        **{k: problem.get(k) for k in ("problem", "solution", "answer", "problem_type", "question_type", "source", "uuid")},
+        "is_reasoning_complete": [is_reasoning_complete(c.text, c.finish_reason) for c in comps],
+        "generations": gens,
+        "correctness_math_verify": [v.rule_correct for v in verdicts],
+        "correctness_llama": [v.judge_bool for v in verdicts] if judged else None,
+        "finish_reasons": [c.finish_reason or "unknown" for c in comps],
+        "correctness_count": sum(correct),
+        "messages": messages,
+        "extracted_answers": [v.extracted for v in verdicts],
+        "verify_status": [v.status for v in verdicts],
+        "correct": correct,
+        "judge_verdicts": [v.judge for v in verdicts] if judged else None,
+        "judge_model": judge_model,
+        "completion_tokens": [c.completion_tokens for c in comps],
+        "budget_forced": [c.budget_forced for c in comps],
+        "prompt_tokens": result.prompt_tokens,
+        "model": model,
+        "sampling_seed": sampling_seed,
+        "error": result.error,
+        "generation_time_s": round(result.latency_s, 4),
+    }
+
+
+class Runner:
+    def __init__(self, job: JobConfig, log: Callable[[str], None] = print, on_progress: Callable[[RunStats, int | None], None] | None = None):
+        self.job = job
+        self.out = job.output.dir
+        self.log = log
+        self.on_progress = on_progress or (lambda stats, total: None)
+        self.stats = RunStats()
+        self.report: dict = {}
+        self.prepared = self.out / "prepared"
+        self.store = ShardStore(self.out, job.output.shard_rows, job.output.flush_interval_s)
+        self.renderer = PromptRenderer(job.prompt)
+        self.total: int | None = None
+        self._failure: BaseException | None = None
+
+    def _count_pending(self, done: set[str]) -> int:
+        import pyarrow.parquet as pq
+
+        uuids = pq.read_table(self.prepared / "problems.parquet", columns=["uuid"]).column("uuid").to_pylist()
+        return sum(1 for u in uuids if u not in done)
+
+    async def _process(self, engine: Engine, cascade: Cascade, problem: dict[str, Any]) -> None:
+        msgs = self.renderer.messages(problem)
+        result = await engine.generate(msgs)
+        st = self.stats
+        if result.transient:
+            st.problems_failed += 1
+            st.request_errors += 1
+            return
+        if result.error:
+            st.request_errors += 1
+        comps = result.completions
+        verdicts = await cascade.verify(problem["answer"], problem["problem"], [c.text for c in comps],
+                                        [c.finish_reason for c in comps])
+        row = build_row(problem, msgs[-1]["content"], result, verdicts, engine.model_name,
+                        self.job.output.messages_seed, cascade.judge_model, self.job.engine.seed)
+        self.store.add(row)
+        st.problems_done += 1
+        st.generations += len(comps)
+        st.generations_rule_correct += sum(v.rule_correct for v in verdicts)
+        st.judge_verdicts.update(v.judge for v in verdicts if v.judge)
+        st.generations_correct += row["correctness_count"]
+        st.problems_with_correct += row["correctness_count"] > 0
+        st.generations_complete += sum(row["is_reasoning_complete"])
+        st.prompt_tokens += result.prompt_tokens or 0
+        st.completion_tokens += sum(t or 0 for t in row["completion_tokens"])
+        st.verify_status.update(v.status for v in verdicts)
+        st.tick()
+        self.on_progress(st, self.total)
+
+    def _task_done(self, task: asyncio.Task, sem: asyncio.Semaphore) -> None:
+        sem.release()
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    async def _drive(self, engine: Engine, cascade: Cascade, done: set[str]) -> None:
+        sem = asyncio.Semaphore(self.job.engine.max_concurrency)
+        tasks: set[asyncio.Task] = set()
+        for item in iter_problems(self.prepared):
+            if item["uuid"] in done:
+                self.stats.problems_skipped_done += 1
+                continue
+            await sem.acquire()
+            if self._failure is not None:
+                sem.release()
+                break
+            task = asyncio.create_task(self._process(engine, cascade, item))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda t: self._task_done(t, sem))
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._failure is not None:
+            raise self._failure
+
+    async def run_async(self) -> RunResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.out / "job.json", self.job.model_dump_json(indent=2))
+        done = self.store.open()
+        if self.store.adopted:
+            self.log(f"recovered {self.store.adopted} shard(s) written just before an interruption")
+        if done:
+            self.log(f"resuming: {len(done)} problems already in {self.out / 'data'}")
+        self.report, reused = await asyncio.to_thread(ensure_prepared, self.job.source, self.prepared)
+        self.log(f"prepared{' (reused)' if reused else ''}: {self.report['read']} rows read, "
+                 f"{self.report['accepted']} problems, {self.report['rejected']} rejected "
+                 f"{_reasons(self.report)}-> {self.prepared}")
+        self.total = await asyncio.to_thread(self._count_pending, done)
+        self.on_progress(self.stats, self.total)
+        if self.total == 0:
+            self.log("nothing to generate: every problem is already stored")
+            return self._finish()
+        engine = build_engine(self.job.engine, self.job.sampling, run_dir=self.out, log=self.log)
+        judge_cfg = self.job.verify.judge
+        judge_engine = None
+        if judge_cfg.enabled and judge_cfg.engine is not None:
+            judge_dir = self.out / "judge"
+            judge_engine = build_engine(judge_cfg.engine, self.job.sampling, run_dir=judge_dir, log=self.log)
+        cascade = None
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(engine)
+                if judge_engine is not None:
+                    await stack.enter_async_context(judge_engine)
+                cascade = Cascade(self.job.verify, judge_engine or (engine if judge_cfg.enabled else None))
+                self.stats = RunStats()  # throughput counts from the engine being ready
+                self.stats.problems_read = self.report["read"]
+                self.stats.problems_rejected = self.report["rejected"]
+                await self._drive(engine, cascade, done)
+        finally:
+            self.store.flush()  # finished rows are kept even on Ctrl-C or error
+            if cascade is not None:
+                cascade.close()
+            self._write_metrics()
+        return self._finish()
+
+    def _write_metrics(self) -> None:
+        self.stats.tick()
+        data = {"stats": self.stats.to_json(), "prepare": self.report, "job": self.job.model_dump(mode="json")}
+        write_text_atomic(self.out / "metrics.json", json.dumps(data, indent=2))
+
+    def _finish(self) -> RunResult:
+        from factory.store.export import finalize
+
+        self.stats.tick()
+        stored = len(self.store.done)
+        push = self.job.output.push
+        finalize(self.out, push.repo_id if push else f"your-org/{self.job.name}", self.job.output.license)
+        if self.stats.problems_failed:
+            self.log(f"{self.stats.problems_failed} problems failed (engine unreachable); re-run to generate them")
+        return RunResult(self.stats, self.out, stored, self.report)
+
+
+def _reasons(report: dict) -> str:
+    by = report.get("rejected_by_reason") or {}
+    return "(" + ", ".join(f"{k}={v}" for k, v in by.items()) + ") " if by else ""
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: clean stop
+    raise KeyboardInterrupt
+
+
+def _event_loop_runner() -> asyncio.Runner:
+    """uvloop where installed (it ships with vLLM): a faster loop for the client."""
+    try:
+        import uvloop
+
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        return asyncio.Runner()
+
+
+def run_job(job: JobConfig, log=print, on_progress=None) -> RunResult:
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _event_loop_runner() as runner:
+            return runner.run(Runner(job, log=log, on_progress=on_progress).run_async())
+    finally:
+        signal.signal(signal.SIGTERM, previous)

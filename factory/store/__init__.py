@@ -1,0 +1,1 @@
+"""Output store: Parquet shards, the manifest that makes resume exact."""

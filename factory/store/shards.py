@@ -1,0 +1,161 @@
+"""Atomic Parquet shards and the append-only manifest that makes resume exact.
+
+A shard is written to a temporary name in the same folder, fsynced and
+renamed into place, so a reader never sees half a file. Then one line naming
+the shard and its uuids is appended to `manifest.jsonl`. A crash between the
+two leaves a complete shard the manifest does not know yet: `open()` adopts
+it. A torn last manifest line is dropped. So after any crash the set of done
+problems is exactly the set of uuids in readable shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from factory.store.schema import SCHEMA
+
+SHARD_RE = re.compile(r"^train-(\d{5,})\.parquet$")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_table_atomic(table: pa.Table, path: Path, compression_level: int = 3) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd", compression_level=compression_level)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Manifest:
+    """`manifest.jsonl`: one line per committed shard: file, rows, uuids."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: list[dict[str, Any]] = []
+
+    def load(self, repair: bool = True) -> int:
+        """Read committed entries; return how many trailing lines were torn."""
+        self.entries = []
+        if not self.path.exists():
+            return 0
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        good = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                if isinstance(entry, dict) and "file" in entry and "uuids" in entry:
+                    good.append(entry)
+                    continue
+            except json.JSONDecodeError:
+                pass
+            break  # a torn line can only be the last; stop there
+        self.entries = good
+        if repair and len(good) != len(lines):
+            write_text_atomic(self.path, "".join(json.dumps(e) + "\n" for e in good))
+        return len(lines) - len(good)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.entries.append(entry)
+
+    def files(self) -> set[str]:
+        return {e["file"] for e in self.entries}
+
+
+class ShardStore:
+    """Buffers finished rows and commits them as shards of `shard_rows` problems."""
+
+    def __init__(self, root: Path, shard_rows: int = 1000, flush_interval_s: float = 60.0):
+        self.root = Path(root)
+        self.data_dir = self.root / "data"
+        self.shard_rows = shard_rows
+        self.flush_interval_s = flush_interval_s
+        self.manifest = Manifest(self.root / "manifest.jsonl")
+        self._buffer: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self._next_seq = 0
+        self.done: set[str] = set()
+        self.adopted = 0
+
+    def open(self) -> set[str]:
+        """Recover from any crash and return the uuids already stored."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.data_dir.glob(".*.tmp"):
+            tmp.unlink()
+        self.manifest.load()
+        known = self.manifest.files()
+        for shard in sorted(self.data_dir.glob("train-*.parquet")):
+            rel = f"data/{shard.name}"
+            if rel not in known:
+                uuids = pq.read_table(shard, columns=["uuid"]).column("uuid").to_pylist()
+                self.manifest.append({"file": rel, "rows": len(uuids), "uuids": uuids, "adopted": True})
+                self.adopted += 1
+        self.done = set()
+        seqs = [-1]
+        for e in self.manifest.entries:
+            m = SHARD_RE.match(Path(e["file"]).name)
+            if m:
+                seqs.append(int(m.group(1)))
+            if (self.root / e["file"]).exists():
+                self.done.update(e["uuids"])
+        self._next_seq = max(seqs) + 1
+        return set(self.done)
+
+    def add(self, row: dict[str, Any]) -> bool:
+        """Buffer a row; return True if that committed a shard."""
+        self._buffer.append(row)
+        if len(self._buffer) >= self.shard_rows or (
+            time.monotonic() - self._last_flush >= self.flush_interval_s
+        ):
+            self.flush()
+            return True
+        return False
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        rows, self._buffer = self._buffer, []
+        name = f"train-{self._next_seq:05d}.parquet"
+        self._next_seq += 1
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        write_table_atomic(table, self.data_dir / name)
+        uuids = [r["uuid"] for r in rows]
+        self.manifest.append({"file": f"data/{name}", "rows": len(rows), "uuids": uuids})
+        self.done.update(uuids)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def shard_paths(self) -> Iterable[Path]:
+        return sorted(self.data_dir.glob("train-*.parquet"))

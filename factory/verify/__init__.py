@@ -1,0 +1,1 @@
+"""Verification cascade: answer extraction, rule-based checks, (later) LLM judge."""

@@ -1,0 +1,133 @@
+"""Shared fixtures: job files, a fake OpenAI server, the factory CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+# A fresh datasets cache per test session: `load_dataset(folder)` caches by
+# folder name, and a stale build from an earlier session would be reused.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="factory-test-datasets-")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "jobs" / "data" / "numina-sample.jsonl"
+FACTORY = [sys.executable, "-m", "factory.cli"]
+
+
+def sample_rows(k: int | None = None) -> list[dict]:
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows[:k] if k else rows
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_job(path: Path, source: Path, out: Path, **sections) -> Path:
+    """A job YAML; `sections` are merged over a small default job."""
+    job = {
+        "name": "test",
+        "source": {"path": str(source)},
+        "sampling": {"n": 2, "max_tokens": 32},
+        "output": {"dir": str(out), "shard_rows": 2},
+    }
+    for key, value in sections.items():
+        job.setdefault(key, {}).update(value) if isinstance(value, dict) else job.__setitem__(key, value)
+    path.write_text(yaml.safe_dump(job), encoding="utf-8")
+    return path
+
+
+def run_factory(*args, timeout=600, env=None, check=False) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*FACTORY, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"factory {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_uuids(out: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    uuids: list[str] = []
+    for shard in sorted((out / "data").glob("*.parquet")):
+        uuids += pq.read_table(shard, columns=["uuid"]).column("uuid").to_pylist()
+    return uuids
+
+
+def manifest_shards(out: Path) -> int:
+    m = out / "manifest.jsonl"
+    return len(m.read_text().splitlines()) if m.exists() else 0
+
+
+@pytest.fixture
+def fake_server():
+    """Start the fake OpenAI server in its own process; yields a factory for URLs."""
+    procs = []
+
+    def start(latency: float = 0.0, *extra: str) -> str:
+        """`extra`: more fake_openai options, e.g. "--faults", "429=0.1"."""
+        from factory.engines.managed import free_port
+
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "factory.testing.fake_openai", "--port", str(port),
+                                 "--latency", str(latency), *extra], start_new_session=True)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        import urllib.request
+
+        def up():
+            if proc.poll() is not None:
+                raise AssertionError(f"fake server exited with {proc.returncode}")
+            try:
+                return urllib.request.urlopen(f"{url}/health", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(up, 30, "fake server")
+        return url
+
+    yield start
+    for p in procs:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+HUB_TOKEN = "hf_fake_local_hub_token"
+
+
+def hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
+    """Environment for a Hub client talking to the local Hub (Xet off before import)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET="1", HF_TOKEN=HUB_TOKEN, HF_HUB_OFFLINE="0",
+               HF_DATASETS_OFFLINE="0", HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_PROGRESS_BARS="1")
+    return env
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A local Hub server on loopback (factory.testing.local_hub)."""
+    from factory.testing.local_hub import LocalHub
+
+    with LocalHub(tmp_path / "hub") as server:
+        yield server

@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE, run_factory, write_job
+from factory.config import ConfigError, load_job, parse_overrides
+
+
+def test_valid_job_resolves_paths(tmp_path):
+    job = load_job(write_job(tmp_path / "j.yaml", SAMPLE, tmp_path / "out"))
+    assert job.source.path == SAMPLE.resolve()
+    assert job.output.dir == (tmp_path / "out").resolve()
+    assert job.sampling.n == 2 and job.engine.backend == "vllm-server"
+
+
+def test_quickstart_job_is_valid():
+    job = load_job(Path(__file__).parent.parent / "jobs" / "quickstart.yaml")
+    assert job.source.path.name == "numina-sample.jsonl" and job.sampling.n == 2
+
+
+def test_overrides_are_typed_and_output_flag_wins(tmp_path):
+    job = load_job(write_job(tmp_path / "j.yaml", SAMPLE, tmp_path / "out"),
+                   ["sampling.n=4", "sampling.temperature=0.0", "engine.max_concurrency=3"], tmp_path / "o2")
+    assert (job.sampling.n, job.sampling.temperature, job.engine.max_concurrency) == (4, 0.0, 3)
+    assert job.output.dir == (tmp_path / "o2").resolve()
+    assert parse_overrides(["a.b=x=y"]) == [("a.b", "x=y")]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["sampling.n=abc"], "sampling.n: Input should be a valid integer"),
+        (["engine.bogus=1"], "engine.bogus: unknown key"),
+        (["sampling.n=0"], "sampling.n: Input should be greater than or equal to 1"),
+        (["engine.backend=nope"], "engine.backend: Input should be"),
+        (["source.path=/no/such/file.jsonl"], "source.path: file not found: /no/such/file.jsonl"),
+        (["prompt.template=missing-template"], "prompt.template: template not found: missing-template"),
+        (["engine.backend=openai"], "engine.base_url is required"),
+        (["nokey"], "expected key=value"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path, overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_job(write_job(tmp_path / "j.yaml", SAMPLE, tmp_path / "out"), overrides)
+    assert expected in str(err.value)
+
+
+def test_invalid_yaml_and_missing_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_job(bad)
+    with pytest.raises(ConfigError, match="job file not found"):
+        load_job(tmp_path / "none.yaml")
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping of settings"):
+        load_job(top)
+
+
+def test_cli_config_error_is_one_line_exit_2(tmp_path):
+    job = write_job(tmp_path / "j.yaml", SAMPLE, tmp_path / "out", engine={"max_concurency": 4})
+    proc = run_factory("run", job)
+    assert proc.returncode == 2
+    assert "engine.max_concurency: unknown key" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    proc = run_factory("run", tmp_path / "missing.yaml")
+    assert proc.returncode == 2 and "job file not found" in proc.stderr
+
+
+JOBS = sorted(p for p in (Path(__file__).parent.parent / "jobs").rglob("*.yaml") if not p.name.startswith("sft-"))
+
+
+@pytest.mark.parametrize("path", JOBS, ids=lambda p: p.name)
+def test_every_shipped_job_file_is_valid(path):
+    assert load_job(path).name

@@ -1,0 +1,154 @@
+"""Pushing a run to a local Hub server: retries, resumable uploads, loading
+it back with `datasets`, and a real TRL SFT step on what was pushed."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import datasets
+import pytest
+
+from conftest import HUB_TOKEN, hub_env, run_factory
+from factory.hub import sha256_of
+from test_run_fake import fake_job
+
+REPO = "org/math-traces"
+
+
+@pytest.fixture
+def run_out(tmp_path, fake_server):
+    out = tmp_path / "out"
+    run_factory("run", fake_job(tmp_path, fake_server(), out, output={"shard_rows": 6}), check=True)
+    return out
+
+
+def client(script: str, tmp_path, hub, *args) -> dict:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], capture_output=True,
+                          text=True, env=hub_env(tmp_path, hub.url), timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"{proc.stdout}\n{proc.stderr[-4000:]}"
+    return json.loads(lines[-1][7:])
+
+
+LOAD = """
+import json, sys, datasets
+out = {}
+for config in ("all", "default"):
+    ds = datasets.load_dataset(sys.argv[1], config, split="train")
+    out[config] = {"uuids": list(ds["uuid"]), "columns": ds.column_names, "counts": list(ds["correctness_count"])}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def push(tmp_path, hub, out, *extra, **env):
+    return run_factory("push", out, "--repo-id", REPO, *extra,
+                       env={**hub_env(tmp_path, hub.url), "FACTORY_PUSH_BACKOFF_S": "0.05", **env})
+
+
+def test_push_survives_429_and_500_and_round_trips(tmp_path, hub, run_out):
+    hub.fail_next(r"/commit/", 429, times=2)
+    hub.fail_next(r"/commit/", 500, times=1)
+    proc = push(tmp_path, hub, run_out, "--private")
+    assert proc.returncode == 0, proc.stderr
+    assert hub.calls("commit") >= 4  # three refused, then accepted
+    assert HUB_TOKEN not in proc.stdout + proc.stderr
+    assert all(a == f"Bearer {HUB_TOKEN}" for a in hub.authorizations("commit"))
+    assert HUB_TOKEN not in (run_out / "README.md").read_text()
+
+    got = client(LOAD, tmp_path, hub, REPO)
+    local_all = datasets.load_dataset(str(run_out), "all", split="train")
+    local_default = datasets.load_dataset(str(run_out), "default", split="train")
+    assert sorted(got["all"]["uuids"]) == sorted(local_all["uuid"])
+    assert sorted(got["default"]["uuids"]) == sorted(local_default["uuid"])
+    assert got["all"]["columns"] == local_all.column_names
+    assert all(c > 0 for c in got["default"]["counts"])
+
+    again = push(tmp_path, hub, run_out)
+    assert again.returncode == 0 and "0 file(s) uploaded" in again.stdout, again.stdout
+
+
+def test_partial_push_then_second_push_sends_only_the_rest(tmp_path, hub, run_out):
+    shards = sorted((run_out / "data").glob("*.parquet"))
+    # the last data shard's upload is refused: earlier commits land, then the push stops
+    hub.fail_next(rf"/_lfs/upload/{sha256_of(shards[-1])}", 403, times=1)
+    first = push(tmp_path, hub, run_out, FACTORY_PUSH_CHUNK_FILES="3", FACTORY_PUSH_ATTEMPTS="2")
+    assert first.returncode == 1
+    assert "push again to send the rest" in first.stderr and "Traceback" not in first.stderr
+    n_files = len(shards) + len(list((run_out / "default").glob("*.parquet"))) + 1
+    second = push(tmp_path, hub, run_out, FACTORY_PUSH_CHUNK_FILES="3")
+    assert second.returncode == 0, second.stderr
+    landed = (len(shards) - 1) // 3 * 3
+    assert f"{n_files - landed} file(s) uploaded" in second.stdout and f"{landed} already there" in second.stdout
+    got = client(LOAD, tmp_path, hub, REPO)
+    assert len(got["all"]["uuids"]) == 48
+
+
+def test_push_to_a_branch(tmp_path, hub, run_out):
+    assert push(tmp_path, hub, run_out, "--revision", "v1").returncode == 0
+    assert hub.branch_head(REPO, "v1") != hub.branch_head(REPO, "main")
+
+
+SFT = """
+import json, math, sys
+import datasets
+from trl import SFTConfig, SFTTrainer
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from factory.models import ensure_model
+
+ds = datasets.load_dataset(sys.argv[1], "default", split="train")
+path = ensure_model("smollm2-135m")
+model = AutoModelForCausalLM.from_pretrained(path)
+tok = AutoTokenizer.from_pretrained(path)
+cfg = SFTConfig(output_dir=sys.argv[2], max_steps=2, per_device_train_batch_size=2, learning_rate=5e-5,
+                warmup_steps=1, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, bf16=False,
+                max_length=512)
+trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds.select_columns(["messages"]), processing_class=tok)
+result = trainer.train()
+losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+print("RESULT " + json.dumps({"loss": result.training_loss, "losses": losses, "rows": len(ds)}))
+"""
+
+
+@pytest.mark.slow
+def test_trl_sft_runs_on_the_pushed_dataset(tmp_path, hub, run_out):
+    assert push(tmp_path, hub, run_out).returncode == 0
+    got = client(SFT, tmp_path, hub, REPO, tmp_path / "sft")
+    assert got["rows"] > 0 and len(got["losses"]) == 2
+    assert all(math_ok for math_ok in (v == v and abs(v) != float("inf") for v in got["losses"]))
+
+
+def test_run_pushes_when_the_job_says_so(tmp_path, hub, fake_server):
+    out = tmp_path / "pushed-run"
+    job = fake_job(tmp_path, fake_server(), out, output={"push": {"repo_id": REPO, "private": True}})
+    proc = run_factory("run", job, env=hub_env(tmp_path, hub.url), check=True)
+    assert f"pushed to {REPO}@main" in proc.stdout
+    assert len(client(LOAD, tmp_path, hub, REPO)["all"]["uuids"]) == 48
+
+
+UPLOAD = """
+import json, sys
+from huggingface_hub import HfApi
+api = HfApi()
+api.create_repo(sys.argv[2], repo_type="dataset", exist_ok=True)
+api.upload_folder(folder_path=sys.argv[1], repo_id=sys.argv[2], repo_type="dataset")
+print("RESULT {}")
+"""
+
+
+def test_prepare_streams_a_hub_dataset_by_name(tmp_path, hub):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import sample_rows
+
+    folder = tmp_path / "problems"
+    (folder / "data").mkdir(parents=True)
+    rows = sample_rows(10) + sample_rows(1)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000.parquet")
+    client(UPLOAD, tmp_path, hub, folder, "org/problems")
+    out = tmp_path / "prep"
+    run_factory("prepare", "org/problems", "-o", out, "--set", "split=train", env=hub_env(tmp_path, hub.url), check=True)
+    report = json.loads((out / "report.json").read_text())
+    assert (report["read"], report["accepted"], report["rejected_by_reason"]) == (11, 10, {"duplicate_exact": 1})
+    assert hub.calls("resolve") > 0  # the rows really came from the Hub server
