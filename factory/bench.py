@@ -237,3 +237,117 @@ def bench_engine(problems: int = 32, n: int = 2, max_tokens: int = 128, workdir=
             "factory_tokens_per_s": round(factory_stats.tokens_per_s, 1),
             "raw_tokens": raw_tokens, "raw_s": round(raw_s, 1), "raw_tokens_per_s": round(raw_tps, 1),
             "ratio": round(factory_stats.tokens_per_s / raw_tps, 3)}
+
+
+def _sim_problems(stop_after_s: float | None = None, limit: int | None = None):
+    """Problem stubs, as many as asked or until `stop_after_s` of wall time."""
+    t0 = time.monotonic()
+    i = 0
+    while (limit is None or i < limit) and (stop_after_s is None or time.monotonic() - t0 < stop_after_s):
+        yield {"uuid": f"sim-{i:09d}"}
+        i += 1
+
+
+def _drive_sim(backend, nodes: int, chunk: int, inflight: int, problems, workdir) -> dict:
+    """The real coordinator and the driver's real per-chunk work (manifest
+    append with fsync, stats merge) against a simulated cluster."""
+    import itertools
+    import tempfile
+    from pathlib import Path
+
+    from factory.metrics import RunStats
+    from factory.scale import Coordinator, make_chunks
+    from factory.store.shards import ShardStore
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        store = ShardStore(Path(tmp))
+        store.open()
+        stats = RunStats()
+        done_at: list[tuple[float, int]] = []
+        seq = itertools.count()
+
+        def on_result(c, summary):
+            store.commit(summary["file"], summary["uuids"])
+            stats.merge(summary["stats"])
+            done_at.append((time.monotonic(), len(summary["uuids"])))
+
+        coord = Coordinator(backend, nodes, make_chunks(problems, chunk, lambda: next(seq)), on_result,
+                            inflight, log=lambda m: None)
+        t0, c0 = time.monotonic(), time.process_time()
+        asyncio.run(coord.run())
+        wall, cpu = time.monotonic() - t0, time.process_time() - c0
+    return {"wall_s": wall, "cpu_s": cpu, "chunks": len(done_at), "problems": sum(n for _, n in done_at),
+            "done_at": [t - t0 for t, _ in done_at], "sizes": [n for _, n in done_at]}
+
+
+def bench_scale(nodes: int = 512, rate: float = 25.0, n: int = 4, chunk_sizes=(4, 16, 64, 256),
+                seconds: float = 12.0, spread: float = 0.4, inflight: int = 2, workdir=None) -> dict:
+    """Can one driver keep `nodes` replicas busy at `rate` answers/s each?
+
+    1. Capacity: replicas that finish instantly, so the figure is the most
+       chunks/s the coordination path (scheduling, manifest fsync, stats)
+       handles; times chunk size x n it is the most answers/s it can feed.
+    2. Live: replicas at `rate` answers/s with a log-normal spread, for
+       `seconds`; answers/s in the steady part against nodes x rate.
+    """
+    from factory.testing.sim_cluster import SimBackend
+
+    capacity = []
+    for size in chunk_sizes:
+        r = _drive_sim(SimBackend(rate=rate, n=n, time_scale=0.0), nodes, size, inflight,
+                       _sim_problems(limit=max(size * 4000, 100_000)), workdir)
+        cps = r["chunks"] / r["wall_s"]
+        need = nodes * rate / (size * n)
+        capacity.append({"chunk": size, "chunks_per_s": round(cps), "max_answers_per_s": round(cps * size * n),
+                         "needed_chunks_per_s": round(need, 1), "headroom": round(cps / need, 1)})
+    # the live run: the chunk size where one chunk takes a node ~2.5 s, so the
+    # steady state shows within `seconds` (larger chunks only lighten the driver)
+    size = max(1, round(2.5 * rate / n))
+    backend = SimBackend(rate=rate, n=n, spread=spread)
+    r = _drive_sim(backend, nodes, size, inflight, _sim_problems(stop_after_s=seconds), workdir)
+    warm = 2 * size * n / rate  # two chunks deep: the queues are full by then
+    window = [k for t, k in zip(r["done_at"], r["sizes"]) if warm <= t <= seconds]
+    achieved = sum(window) * n / (seconds - warm)
+    live = {"nodes": nodes, "chunk": size, "target_answers_per_s": nodes * rate, "answers_per_s": round(achieved),
+            "efficiency": round(achieved / (nodes * rate), 3), "driver_cpu_share": round(r["cpu_s"] / r["wall_s"], 3),
+            "chunks": r["chunks"], "seconds": round(r["wall_s"], 1)}
+    return {"capacity": capacity, "live": live}
+
+
+class NullReplica:
+    """A Ray replica that does no work: measures Ray's round trip per chunk."""
+
+    def __init__(self, *args):
+        pass
+
+    async def start(self) -> dict:
+        import os
+
+        return {"node": "local", "pid": os.getpid(), "gpus": ""}
+
+    async def process_chunk(self, shard: str, problems: list) -> dict:
+        return {"file": f"data/{shard}", "uuids": [p["uuid"] for p in problems], "stats": {}}
+
+    async def stop(self) -> None:
+        pass
+
+
+def bench_scale_ray(replicas: int = 8, chunk: int = 64, chunks: int = 3000, inflight: int = 2, workdir=None) -> dict:
+    """Chunks/s through the real RayBackend on a local cluster (no-op replicas)."""
+    import ray
+
+    from factory.config import JobConfig
+    from factory.scale import Plan, RayBackend, connect
+
+    owned = connect(None, log=lambda m: None)
+    try:
+        job = JobConfig.model_validate({"source": {"path": "-"}, "scale": {"mode": "ray", "inflight_chunks": inflight}})
+        cpus = min(0.1, ray.cluster_resources().get("CPU", 1) / (replicas + 1))
+        backend = RayBackend(job, Plan(replicas, 0, cpus, 0, 0.0), [], actor_cls=NullReplica, log=lambda m: None)
+        r = _drive_sim(backend, replicas, chunk, inflight, _sim_problems(limit=chunk * chunks), workdir)
+    finally:
+        if owned:
+            ray.shutdown()
+    cps = r["chunks"] / r["wall_s"]
+    return {"replicas": replicas, "chunk": chunk, "chunks_per_s": round(cps), "problems_per_s": round(cps * chunk),
+            "driver_cpu_share": round(r["cpu_s"] / r["wall_s"], 2)}

@@ -60,8 +60,12 @@ def run(
     job_file: Path = typer.Argument(..., help="job YAML file"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="output folder (overrides output.dir)"),
     set_: list[str] = typer.Option([], "--set", help="override a setting: key.sub=value (repeatable)"),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
+                                      help="run on Ray: a cluster address, 'auto', or 'local' to start one here"),
 ) -> None:
     """Run a job, or resume it: problems already stored are not generated again."""
+    if ray is not None:
+        set_ = [*set_, "scale.mode=ray", f"scale.address={ray}"]
     try:
         job = load_job(job_file, set_, output)
     except ConfigError as exc:
@@ -346,6 +350,37 @@ def bench_engine_cmd(
     out.print(f"factory ({r['backend']}): {r['factory_tokens']} tokens in {r['factory_s']} s = {r['factory_tokens_per_s']} tok/s", highlight=False)
     out.print(f"raw vLLM (LLM.chat): {r['raw_tokens']} tokens in {r['raw_s']} s = {r['raw_tokens_per_s']} tok/s", highlight=False)
     out.print(f"ratio factory/raw: {r['ratio']}", highlight=False)
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    nodes: int = typer.Option(512, min=1, help="simulated engine nodes"),
+    rate: float = typer.Option(25.0, min=0.1, help="answers/s per node (OpenR1 saw ~25 with SGLang on 8xH100)"),
+    n: int = typer.Option(4, min=1, help="answers per problem"),
+    seconds: float = typer.Option(12.0, min=3, help="length of the live run"),
+    ray_replicas: int = typer.Option(0, "--ray", min=0, help="also time N no-op replicas on a local Ray cluster"),
+) -> None:
+    """The coordinator against a simulated cluster: does one driver keep up?"""
+    from factory.bench import bench_scale, bench_scale_ray
+
+    r = bench_scale(nodes, rate, n, seconds=seconds)
+    t = Table(title=f"coordination capacity (instant replicas, {nodes} of them, n={n})")
+    for col in ("chunk (problems)", "chunks/s", "max answers/s", f"needed chunks/s at {nodes}x{rate:g}", "headroom"):
+        t.add_column(col, justify="right")
+    for c in r["capacity"]:
+        t.add_row(str(c["chunk"]), str(c["chunks_per_s"]), str(c["max_answers_per_s"]), str(c["needed_chunks_per_s"]),
+                  f"{c['headroom']}x")
+    out.print(t)
+    lv = r["live"]
+    out.print(f"live: {lv['nodes']} nodes x {rate:g} answers/s, chunks of {lv['chunk']}: {lv['answers_per_s']} answers/s "
+              f"of {lv['target_answers_per_s']:g} ({100 * lv['efficiency']:.1f}%) in the steady state; "
+              f"driver CPU {100 * lv['driver_cpu_share']:.0f}% of one core; {lv['chunks']} chunks in {lv['seconds']} s",
+              highlight=False)
+    if ray_replicas:
+        rr = bench_scale_ray(ray_replicas)
+        out.print(f"ray: {rr['replicas']} no-op replicas on a local cluster, chunks of {rr['chunk']}: "
+                  f"{rr['chunks_per_s']} chunks/s ({rr['problems_per_s']} problems/s), "
+                  f"driver CPU {100 * rr['driver_cpu_share']:.0f}%", highlight=False)
 
 
 @bench_app.command("prepare")

@@ -186,6 +186,23 @@ class OutputConfig(_Strict):
     messages_seed: int = 0
 
 
+class ScaleConfig(_Strict):
+    """Where the engines run: in this process, or as replicas on a Ray cluster."""
+
+    mode: Literal["local", "ray"] = "local"
+    address: str | None = Field(default=None, description="Ray address; unset: RAY_ADDRESS, else a local cluster")
+    replicas: int | None = Field(default=None, ge=1, description="engine replicas; unset: one per GPU group, 1 on CPU")
+    gpus_per_replica: int | None = Field(default=None, ge=0, description="unset: tensor x data parallel on GPU clusters, 0 on CPU")
+    replica_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per replica actor (fractional is fine)")
+    verifiers: int | None = Field(default=None, ge=1, description="Math-Verify actors; unset: one per replica")
+    verifier_cpus: float = Field(default=0.1, gt=0)
+    chunk_size: int = Field(default=256, ge=1, description="problems per chunk; each chunk becomes one shard")
+    inflight_chunks: int = Field(default=2, ge=1, description="chunks queued per replica (back-pressure)")
+    max_replica_restarts: int = Field(default=8, ge=0, description="replacements of dead replicas, all replicas together")
+    max_chunk_attempts: int = Field(default=3, ge=1, description="a chunk that fails this often stops the run")
+    start_timeout_s: float = Field(default=1800.0, gt=0, description="time for a replica to be placed and ready")
+
+
 class JobConfig(_Strict):
     name: str = "job"
     source: SourceConfig
@@ -194,6 +211,7 @@ class JobConfig(_Strict):
     engine: EngineConfig = EngineConfig()
     verify: VerifyConfig = VerifyConfig()
     output: OutputConfig = OutputConfig()
+    scale: ScaleConfig = ScaleConfig()
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -310,6 +328,9 @@ def resolve_paths(job: JobConfig, base: Path) -> JobConfig:
     judge = job.verify.judge
     if judge.enabled and assets.template_path(judge.template, "verifiers", base) is None:
         raise ConfigError(f"verify.judge.template: template not found: {judge.template}")
+    if job.scale.mode == "ray" and judge.enabled and judge.engine is not None and judge.engine.backend != "openai":
+        raise ConfigError("verify.judge.engine.backend: with scale.mode 'ray' the judge must be an endpoint "
+                          "(backend: openai) or unset (each replica judges with its own engine)")
     rules = job.verify.rules
     if rules is not None:
         rules = rules if rules.is_absolute() or not (base / rules).exists() else base / rules

@@ -23,9 +23,43 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     request_errors: int = 0
+    replica_restarts: int = 0  # Ray: dead replicas replaced
+    chunks_resent: int = 0  # Ray: chunks sent again after a replica failed
     verify_status: Counter = field(default_factory=Counter)
     judge_verdicts: Counter = field(default_factory=Counter)
     elapsed_s: float = 0.0
+
+    COUNTERS = ("problems_done", "problems_failed", "problems_with_correct", "generations", "generations_correct",
+                "generations_rule_correct", "generations_complete", "prompt_tokens", "completion_tokens",
+                "request_errors")
+
+    def record(self, row: dict, verdicts: list) -> None:
+        """Count one stored problem (`row` as built by pipeline.build_row)."""
+        self.problems_done += 1
+        self.generations += len(row["generations"])
+        self.generations_rule_correct += sum(v.rule_correct for v in verdicts)
+        self.judge_verdicts.update(v.judge for v in verdicts if v.judge)
+        self.generations_correct += row["correctness_count"]
+        self.problems_with_correct += row["correctness_count"] > 0
+        self.generations_complete += sum(row["is_reasoning_complete"])
+        self.prompt_tokens += row["prompt_tokens"] or 0
+        self.completion_tokens += sum(t or 0 for t in row["completion_tokens"])
+        self.verify_status.update(v.status for v in verdicts)
+        if row["error"]:
+            self.request_errors += 1
+
+    def counts(self) -> dict:
+        """The additive part, to ship from a Ray replica to the driver."""
+        d = {k: getattr(self, k) for k in self.COUNTERS}
+        d["verify_status"] = dict(self.verify_status)
+        d["judge_verdicts"] = dict(self.judge_verdicts)
+        return d
+
+    def merge(self, counts: dict) -> None:
+        for k in self.COUNTERS:
+            setattr(self, k, getattr(self, k) + counts.get(k, 0))
+        self.verify_status.update(counts.get("verify_status", {}))
+        self.judge_verdicts.update(counts.get("judge_verdicts", {}))
 
     def tick(self) -> None:
         self.elapsed_s = time.time() - self.started_at

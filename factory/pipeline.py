@@ -95,6 +95,34 @@ def build_row(
     }
 
 
+class ProblemWorker:
+    """One problem from prompt to stored row: the unit both the local runner
+    and each Ray replica repeat."""
+
+    def __init__(self, job: JobConfig, engine: Engine, cascade: Cascade, renderer: PromptRenderer | None = None):
+        self.job = job
+        self.engine = engine
+        self.cascade = cascade
+        self.renderer = renderer or PromptRenderer(job.prompt)
+
+    async def process(self, problem: dict[str, Any], stats: RunStats) -> dict[str, Any] | None:
+        """The finished row, or None when the request failed for now (the
+        problem is left for a re-run); counts go to `stats`."""
+        msgs = self.renderer.messages(problem)
+        result = await self.engine.generate(msgs)
+        if result.transient:
+            stats.problems_failed += 1
+            stats.request_errors += 1
+            return None
+        comps = result.completions
+        verdicts = await self.cascade.verify(problem["answer"], problem["problem"], [c.text for c in comps],
+                                             [c.finish_reason for c in comps])
+        row = build_row(problem, msgs[-1]["content"], result, verdicts, self.engine.model_name,
+                        self.job.output.messages_seed, self.cascade.judge_model, self.job.engine.seed)
+        stats.record(row, verdicts)
+        return row
+
+
 class Runner:
     def __init__(self, job: JobConfig, log: Callable[[str], None] = print, on_progress: Callable[[RunStats, int | None], None] | None = None):
         self.job = job
@@ -108,6 +136,7 @@ class Runner:
         self.renderer = PromptRenderer(job.prompt)
         self.total: int | None = None
         self._failure: BaseException | None = None
+        self._worker: ProblemWorker | None = None
 
     def _count_pending(self, done: set[str]) -> int:
         import pyarrow.parquet as pq
@@ -115,52 +144,35 @@ class Runner:
         uuids = pq.read_table(self.prepared / "problems.parquet", columns=["uuid"]).column("uuid").to_pylist()
         return sum(1 for u in uuids if u not in done)
 
-    async def _process(self, engine: Engine, cascade: Cascade, problem: dict[str, Any]) -> None:
-        msgs = self.renderer.messages(problem)
-        result = await engine.generate(msgs)
-        st = self.stats
-        if result.transient:
-            st.problems_failed += 1
-            st.request_errors += 1
-            return
-        if result.error:
-            st.request_errors += 1
-        comps = result.completions
-        verdicts = await cascade.verify(problem["answer"], problem["problem"], [c.text for c in comps],
-                                        [c.finish_reason for c in comps])
-        row = build_row(problem, msgs[-1]["content"], result, verdicts, engine.model_name,
-                        self.job.output.messages_seed, cascade.judge_model, self.job.engine.seed)
-        self.store.add(row)
-        st.problems_done += 1
-        st.generations += len(comps)
-        st.generations_rule_correct += sum(v.rule_correct for v in verdicts)
-        st.judge_verdicts.update(v.judge for v in verdicts if v.judge)
-        st.generations_correct += row["correctness_count"]
-        st.problems_with_correct += row["correctness_count"] > 0
-        st.generations_complete += sum(row["is_reasoning_complete"])
-        st.prompt_tokens += result.prompt_tokens or 0
-        st.completion_tokens += sum(t or 0 for t in row["completion_tokens"])
-        st.verify_status.update(v.status for v in verdicts)
-        st.tick()
-        self.on_progress(st, self.total)
+    def pending_problems(self, done: set[str]):
+        """Prepared problems not stored yet, in source order."""
+        for item in iter_problems(self.prepared):
+            if item["uuid"] in done:
+                self.stats.problems_skipped_done += 1
+                continue
+            yield item
+
+    async def _process(self, problem: dict[str, Any]) -> None:
+        row = await self._worker.process(problem, self.stats)
+        if row is not None:
+            self.store.add(row)
+        self.stats.tick()
+        self.on_progress(self.stats, self.total)
 
     def _task_done(self, task: asyncio.Task, sem: asyncio.Semaphore) -> None:
         sem.release()
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()
 
-    async def _drive(self, engine: Engine, cascade: Cascade, done: set[str]) -> None:
+    async def _drive(self, done: set[str]) -> None:
         sem = asyncio.Semaphore(self.job.engine.max_concurrency)
         tasks: set[asyncio.Task] = set()
-        for item in iter_problems(self.prepared):
-            if item["uuid"] in done:
-                self.stats.problems_skipped_done += 1
-                continue
+        for item in self.pending_problems(done):
             await sem.acquire()
             if self._failure is not None:
                 sem.release()
                 break
-            task = asyncio.create_task(self._process(engine, cascade, item))
+            task = asyncio.create_task(self._process(item))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             task.add_done_callback(lambda t: self._task_done(t, sem))
@@ -170,11 +182,22 @@ class Runner:
             raise self._failure
 
     async def run_async(self) -> RunResult:
+        done = await self._open()
+        if self.total == 0:
+            self.log("nothing to generate: every problem is already stored")
+            return self._finish()
+        await self._generate(done)
+        return self._finish()
+
+    async def _open(self) -> set[str]:
+        """Recover the store, prepare the problems, count what is left."""
         self.out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.out / "job.json", self.job.model_dump_json(indent=2))
         done = self.store.open()
         if self.store.adopted:
             self.log(f"recovered {self.store.adopted} shard(s) written just before an interruption")
+        if self.store.dropped:
+            self.log(f"dropped {self.store.dropped} duplicate row(s) left by workers of an earlier run")
         if done:
             self.log(f"resuming: {len(done)} problems already in {self.out / 'data'}")
         self.report, reused = await asyncio.to_thread(ensure_prepared, self.job.source, self.prepared)
@@ -183,9 +206,15 @@ class Runner:
                  f"{_reasons(self.report)}-> {self.prepared}")
         self.total = await asyncio.to_thread(self._count_pending, done)
         self.on_progress(self.stats, self.total)
-        if self.total == 0:
-            self.log("nothing to generate: every problem is already stored")
-            return self._finish()
+        return done
+
+    def _fresh_stats(self) -> None:
+        """Throughput counts from the engines being ready."""
+        self.stats = RunStats()
+        self.stats.problems_read = self.report["read"]
+        self.stats.problems_rejected = self.report["rejected"]
+
+    async def _generate(self, done: set[str]) -> None:
         engine = build_engine(self.job.engine, self.job.sampling, run_dir=self.out, log=self.log)
         judge_cfg = self.job.verify.judge
         judge_engine = None
@@ -199,16 +228,14 @@ class Runner:
                 if judge_engine is not None:
                     await stack.enter_async_context(judge_engine)
                 cascade = Cascade(self.job.verify, judge_engine or (engine if judge_cfg.enabled else None))
-                self.stats = RunStats()  # throughput counts from the engine being ready
-                self.stats.problems_read = self.report["read"]
-                self.stats.problems_rejected = self.report["rejected"]
-                await self._drive(engine, cascade, done)
+                self._worker = ProblemWorker(self.job, engine, cascade, self.renderer)
+                self._fresh_stats()
+                await self._drive(done)
         finally:
             self.store.flush()  # finished rows are kept even on Ctrl-C or error
             if cascade is not None:
                 cascade.close()
             self._write_metrics()
-        return self._finish()
 
     def _write_metrics(self) -> None:
         self.stats.tick()
@@ -247,9 +274,13 @@ def _event_loop_runner() -> asyncio.Runner:
 
 
 def run_job(job: JobConfig, log=print, on_progress=None) -> RunResult:
+    if job.scale.mode == "ray":
+        from factory.scale import RayRunner as runner_cls
+    else:
+        runner_cls = Runner
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with _event_loop_runner() as runner:
-            return runner.run(Runner(job, log=log, on_progress=on_progress).run_async())
+            return runner.run(runner_cls(job, log=log, on_progress=on_progress).run_async())
     finally:
         signal.signal(signal.SIGTERM, previous)

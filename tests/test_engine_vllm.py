@@ -5,6 +5,7 @@ maths: these tests check shapes, counts and that verification ran, never
 that answers are right.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,24 @@ def test_engine_server_killed_mid_run_is_restarted(tmp_path, reference_run):
     uuids = read_uuids(out)
     assert len(uuids) == len(set(uuids)) == N_PROBLEMS
     assert set(uuids) == set(read_uuids(ref_out))
+
+
+def test_two_real_vllm_replicas_on_local_ray(tmp_path, reference_run):
+    """`scale: ray`: two managed CPU vLLM servers as Ray replicas share the work."""
+    ref_out, _ = reference_run
+    job = engine_job(tmp_path, "ray", engine={"backend": "vllm-server", "model": "smollm2-135m", "max_concurrency": 2},
+                     scale={"mode": "ray", "replicas": 2, "chunk_size": 2, "inflight_chunks": 1})
+    proc = run_factory("run", job, check=True)
+    log = proc.stdout + proc.stderr
+    assert "scale: 2 replica(s) x 0 GPU(s)" in log
+    assert "replica 0 ready" in log and "replica 1 ready" in log
+    out = tmp_path / "ray"
+    uuids = read_uuids(out)
+    assert len(uuids) == len(set(uuids)) == N_PROBLEMS
+    assert set(uuids) == set(read_uuids(ref_out))
+    # both engines wrote shards (the manifest names each shard's replica)
+    entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {e["replica"] for e in entries} == {0, 1}
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert all(len(s) == 2 for s in ds["verify_status"])
+    assert run_factory("status", out, "--check").returncode == 0

@@ -34,7 +34,9 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_table_atomic(table: pa.Table, path: Path, compression_level: int = 3) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    # a unique temporary name: a replica declared dead may still be writing
+    # the same shard as the one that replaced it
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     with open(tmp, "wb") as fh:
         pq.write_table(table, fh, compression="zstd", compression_level=compression_level)
         fh.flush()
@@ -105,20 +107,21 @@ class ShardStore:
         self._next_seq = 0
         self.done: set[str] = set()
         self.adopted = 0
+        self.dropped = 0
 
     def open(self) -> set[str]:
-        """Recover from any crash and return the uuids already stored."""
+        """Recover from any crash and return the uuids already stored.
+
+        A readable shard the manifest does not list was written just before
+        a crash: it is adopted. Rows in it that are already stored (written
+        by a Ray worker of an earlier driver that outlived it) are dropped,
+        so each problem stays stored once.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.adopted = self.dropped = 0
         for tmp in self.data_dir.glob(".*.tmp"):
             tmp.unlink()
         self.manifest.load()
-        known = self.manifest.files()
-        for shard in sorted(self.data_dir.glob("train-*.parquet")):
-            rel = f"data/{shard.name}"
-            if rel not in known:
-                uuids = pq.read_table(shard, columns=["uuid"]).column("uuid").to_pylist()
-                self.manifest.append({"file": rel, "rows": len(uuids), "uuids": uuids, "adopted": True})
-                self.adopted += 1
         self.done = set()
         seqs = [-1]
         for e in self.manifest.entries:
@@ -127,8 +130,38 @@ class ShardStore:
                 seqs.append(int(m.group(1)))
             if (self.root / e["file"]).exists():
                 self.done.update(e["uuids"])
+        known = self.manifest.files()
+        for shard in sorted(self.data_dir.glob("train-*.parquet")):
+            rel = f"data/{shard.name}"
+            if rel in known:
+                continue
+            try:
+                table = pq.read_table(shard)
+            except Exception:  # noqa: BLE001 - a torn foreign file: status --check names it
+                continue
+            uuids = table.column("uuid").to_pylist()
+            keep = [i for i, u in enumerate(uuids) if u not in self.done]
+            if len(keep) < len(uuids):
+                self.dropped += len(uuids) - len(keep)
+                if not keep:
+                    shard.unlink()
+                    continue
+                table = table.take(keep)
+                write_table_atomic(table, shard)
+                uuids = [uuids[i] for i in keep]
+            self.commit(rel, uuids, adopted=True)
+            self.adopted += 1
+            m = SHARD_RE.match(shard.name)
+            if m:
+                seqs.append(int(m.group(1)))
         self._next_seq = max(seqs) + 1
         return set(self.done)
+
+    def commit(self, rel: str, uuids: list[str], **extra: Any) -> None:
+        """List a shard already written in place (by us or a Ray worker);
+        `extra` (adopted, replica) is kept on its manifest line."""
+        self.manifest.append({"file": rel, "rows": len(uuids), "uuids": uuids, **extra})
+        self.done.update(uuids)
 
     def add(self, row: dict[str, Any]) -> bool:
         """Buffer a row; return True if that committed a shard."""
@@ -149,9 +182,13 @@ class ShardStore:
         self._next_seq += 1
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         write_table_atomic(table, self.data_dir / name)
-        uuids = [r["uuid"] for r in rows]
-        self.manifest.append({"file": f"data/{name}", "rows": len(rows), "uuids": uuids})
-        self.done.update(uuids)
+        self.commit(f"data/{name}", [r["uuid"] for r in rows])
+
+    def reserve_seqs(self, count: int) -> int:
+        """Claim `count` shard numbers for writers elsewhere; return the first."""
+        first = self._next_seq
+        self._next_seq += count
+        return first
 
     @property
     def pending(self) -> int:

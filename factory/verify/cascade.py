@@ -33,11 +33,15 @@ class GenVerdict:
 
 
 class Cascade:
-    def __init__(self, cfg: VerifyConfig, judge_engine: Engine | None = None):
+    def __init__(self, cfg: VerifyConfig, judge_engine: Engine | None = None, rules=None):
+        """`rules`: anything with RuleVerifier's async face (Ray passes actors);
+        unset, a local pool of `cfg.workers` processes."""
         self.cfg = cfg
-        self.rules = (
-            RuleVerifier(cfg.workers, cfg.timeout_s, cfg.memory_mb, cfg.preset, cfg.rules) if cfg.enabled else None
-        )
+        if not cfg.enabled:
+            rules = None
+        elif rules is None:
+            rules = RuleVerifier(cfg.workers, cfg.timeout_s, cfg.memory_mb, cfg.preset, cfg.rules)
+        self.rules = rules
         self.judge = LLMJudge(cfg.judge, judge_engine) if (cfg.judge.enabled and judge_engine is not None) else None
         self._judge_sem = asyncio.Semaphore(cfg.judge.max_concurrency)
         self.raw = self.rules is not None and self.rules.preset == "raw"

@@ -1,0 +1,180 @@
+"""Scale-out: the chunk coordinator on a simulated cluster (fast), the
+resource plan, shard-number leases, and `factory run` on a local Ray cluster
+with fake-engine replicas, one of them killed, and the driver killed."""
+
+import asyncio
+import importlib.util
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import FACTORY, ROOT, read_uuids, run_factory, wait_for
+from factory.config import JobConfig
+from factory.pipeline import RunError
+from factory.scale import Coordinator, SeqLease, make_chunks, plan
+from factory.testing.sim_cluster import SimBackend
+from test_run_fake import fake_job
+
+
+def problems(n):
+    return [{"uuid": f"p{i}"} for i in range(n)]
+
+
+def coordinate(backend, replicas=3, total=40, size=3, inflight=2, **kw):
+    seq = itertools.count()
+    results = []
+    coord = Coordinator(backend, replicas, make_chunks(problems(total), size, lambda: next(seq)),
+                        lambda chunk, summary: results.append((chunk.seq, summary["uuids"])), inflight,
+                        log=lambda m: None, **kw)
+    asyncio.run(coord.run())
+    return coord, results
+
+
+def stored(results):
+    return sorted(u for _, uuids in results for u in uuids)
+
+
+def test_every_chunk_once_with_back_pressure():
+    backend = SimBackend(rate=400, spread=0.5)
+    coord, results = coordinate(backend, replicas=3, total=40, size=3, inflight=2)
+    assert stored(results) == sorted(f"p{i}" for i in range(40))
+    assert sorted(s for s, _ in results) == list(range(14))  # 40 problems in chunks of 3
+    assert all(r.max_inflight <= 2 for r in backend.replicas.values())
+    assert max(r.max_inflight for r in backend.replicas.values()) == 2  # the queue was kept full
+    assert coord.restarts == coord.resent == 0
+
+
+def test_dead_replica_is_replaced_and_its_chunks_resent():
+    backend = SimBackend(rate=400)
+    backend.die_after = {1: 2}
+    coord, results = coordinate(backend, replicas=3, total=60, size=2, inflight=2)
+    assert stored(results) == sorted(f"p{i}" for i in range(60)), "a problem was lost or stored twice"
+    assert coord.restarts == 1 and backend.killed == 1
+    assert coord.resent >= 1  # the dead one's in-flight chunks went elsewhere
+    assert len({s for s, _ in results}) == len(results)
+
+
+def test_failing_start_is_retried_then_gives_up():
+    backend = SimBackend(rate=400)
+    backend.start_failures = {0: 1}
+    backend.die_after = {2: 0}
+    coord, results = coordinate(backend, replicas=3, total=12, size=2)
+    assert len(stored(results)) == 12 and coord.restarts >= 1
+    # no replica ever came up: the first error is the answer, at once
+    backend = SimBackend(rate=400)
+    backend.start_failures = {0: 5}
+    with pytest.raises(RunError, match="replica 0 could not start: RuntimeError: engine of replica 0 failed to load"):
+        coordinate(backend, replicas=1, total=4)
+
+
+def test_restart_budget_and_chunk_attempts_are_bounded():
+    backend = SimBackend(rate=400)
+    backend.die_after = {0: 0}
+    with pytest.raises(RunError, match=r"replacements are used up \(scale.max_replica_restarts\)"):
+        coordinate(backend, replicas=1, total=4, max_restarts=0)
+
+    class AlwaysDies(SimBackend):
+        async def process(self, rep, chunk):
+            raise RuntimeError("CUDA error: an illegal memory access")
+
+    with pytest.raises(RunError, match=r"chunk train-00000.parquet \(first problem p0\) failed 2 times.*illegal memory"):
+        coordinate(AlwaysDies(), replicas=2, total=4, size=4, max_attempts=2)
+
+
+def job_with(**scale):
+    return JobConfig.model_validate({"source": {"path": "x.jsonl"}, "scale": {"mode": "ray", **scale},
+                                     "engine": {"tensor_parallel_size": 8}})
+
+
+def test_plan_from_cluster_resources():
+    p = plan(job_with(), {"CPU": 512, "GPU": 64})
+    assert (p.replicas, p.gpus_per_replica, p.verifiers) == (8, 8, 8)  # TP8: one replica per 8xH100 node
+    assert plan(job_with(), {"CPU": 2}).replicas == 1  # CPU box: one engine
+    with pytest.raises(RunError, match=r"scale.replicas: 9 replicas x 8 GPU\(s\) need 72 GPUs; the cluster has 64"):
+        plan(job_with(replicas=9), {"CPU": 512, "GPU": 64})
+    with pytest.raises(RunError, match="a replica needs 8 GPU"):
+        plan(job_with(), {"CPU": 64, "GPU": 4})
+    with pytest.raises(RunError, match=r"need 4.4 CPUs; the cluster has 2 \(lower scale.replica_cpus"):
+        plan(job_with(replicas=4, replica_cpus=1), {"CPU": 2})
+    sg = JobConfig.model_validate({"source": {"path": "x"}, "scale": {"mode": "ray"}, "engine": {"backend": "sglang-server"}})
+    with pytest.raises(RunError, match="SGLang replicas need GPUs"):
+        plan(sg, {"CPU": 8})
+
+
+def test_seq_lease_survives_the_driver(tmp_path):
+    path = tmp_path / "ray" / "seq.json"
+    first = SeqLease(path, 0)
+    assert [first() for _ in range(3)] == [0, 1, 2]
+    # a new driver never hands out a number the old one leased
+    second = SeqLease(path, 3)
+    assert second() == 64
+    assert SeqLease(path, 500)() == 500
+
+
+# ---------------------------------------------------------------- on Ray
+
+ray_env = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (the [ray] extra)")
+
+
+def ray_job(tmp_path, url, out, **scale):
+    return fake_job(tmp_path, url, out, engine={"max_concurrency": 2},
+                    scale={"mode": "ray", "replicas": 4, "chunk_size": 2, "replica_cpus": 0.2, "verifier_cpus": 0.1,
+                           **scale})
+
+
+def run_output(out):
+    return {r["uuid"]: r["generations"] for r in pq.read_table(out / "data").to_pylist()}
+
+
+@ray_env
+def test_ray_run_matches_local_and_survives_a_killed_replica(tmp_path, fake_server):
+    ref = tmp_path / "ref"
+    run_factory("run", fake_job(tmp_path, fake_server(), ref), check=True)
+    out = tmp_path / "out"
+    job = ray_job(tmp_path, fake_server(latency=0.2), out)
+    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    pids, lines = [], []
+    for line in proc.stdout:
+        lines.append(line)
+        if m := re.search(r"replica (\d) ready on \S+ \(pid (\d+)", line):
+            pids.append(int(m.group(2)))
+        if len(pids) == 4:
+            break
+    wait_for(lambda: len(read_uuids(out)) >= 8, 120, "some chunks stored")
+    os.kill(pids[1], signal.SIGKILL)
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=300) == 0, "".join(lines)
+    log = "".join(lines)
+    assert "replica 1 failed" in log and "replacing it (1/8)" in log
+    uuids = read_uuids(out)
+    assert len(uuids) == len(set(uuids)) == 48, "a problem was lost or stored twice"
+    assert run_output(out) == run_output(ref)  # same rows as the local runner
+    stats = json.loads((out / "metrics.json").read_text())["stats"]
+    assert stats["replica_restarts"] == 1 and stats["chunks_resent"] >= 1
+    assert run_factory("status", out, "--check").returncode == 0
+
+
+@ray_env
+def test_ray_driver_killed_then_rerun_resumes_exactly(tmp_path, fake_server):
+    out = tmp_path / "out"
+    job = ray_job(tmp_path, fake_server(latency=0.3), out, replicas=2)
+    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(read_uuids(out)) >= 6, 120, "some chunks stored")
+    proc.kill()
+    proc.wait()
+    partial = set(read_uuids(out))
+    assert 0 < len(partial) < 48
+    time.sleep(2)  # workers of the dead driver may still write: the re-run must cope
+    run_factory("run", job, check=True)
+    uuids = read_uuids(out)
+    assert len(uuids) == len(set(uuids)) == 48
+    assert partial <= set(uuids)
+    assert run_factory("status", out, "--check").returncode == 0
