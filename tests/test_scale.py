@@ -141,19 +141,19 @@ def test_ray_run_matches_local_and_survives_a_killed_replica(tmp_path, fake_serv
     job = ray_job(tmp_path, fake_server(latency=0.2), out)
     proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    pids, lines = [], []
+    pids, lines = {}, []
     for line in proc.stdout:
         lines.append(line)
         if m := re.search(r"replica (\d) ready on \S+ \(pid (\d+)", line):
-            pids.append(int(m.group(2)))
+            pids[int(m.group(1))] = int(m.group(2))
         if len(pids) == 4:
             break
     wait_for(lambda: len(read_uuids(out)) >= 8, 120, "some chunks stored")
     os.kill(pids[1], signal.SIGKILL)
     lines += proc.stdout.readlines()
     assert proc.wait(timeout=300) == 0, "".join(lines)
-    log = "".join(lines)
-    assert "replica 1 failed" in log and "replacing it (1/8)" in log
+    log = " ".join("".join(lines).split())  # the console wraps long lines
+    assert "replica 1 failed (ActorDiedError" in log and "replacing it (1/8)" in log
     uuids = read_uuids(out)
     assert len(uuids) == len(set(uuids)) == 48, "a problem was lost or stored twice"
     assert run_output(out) == run_output(ref)  # same rows as the local runner
