@@ -50,6 +50,8 @@ def _summary(result) -> Table:
         t.add_row("  judge verdicts on rejects", ", ".join(f"{k}={v}" for k, v in sorted(st.judge_verdicts.items())))
     t.add_row("problems with a correct trace", f"{st.problems_with_correct}")
     t.add_row("verify status", ", ".join(f"{k}={v}" for k, v in sorted(st.verify_status.items())) or "-")
+    if st.replica_restarts or st.chunks_resent:
+        t.add_row("Ray replicas replaced / chunks re-sent", f"{st.replica_restarts} / {st.chunks_resent}")
     t.add_row("problems in the store", f"{result.stored_problems}")
     t.add_row("output", str(result.out_dir / "data"))
     return t

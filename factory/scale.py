@@ -404,11 +404,28 @@ def connect(address: str | None, log: Callable[[str], None] = print) -> bool:
         ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=True, configure_logging=False)
         log(f"started a local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
     else:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=True, configure_logging=False)
+        _probe(address)
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=True, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RunError(f"scale.address: cannot join Ray at {address}: {exc}") from None
         res = ray.cluster_resources()
         log(f"joined Ray at {address}: {len(ray.nodes())} node(s), {int(res.get('CPU', 0))} CPUs, "
             f"{int(res.get('GPU', 0))} GPUs")
     return True
+
+
+def _probe(address: str) -> None:
+    """Fail fast on a GCS address nobody listens on (ray.init would retry for minutes)."""
+    if "://" in address or address == "auto":
+        return
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise RunError(f"scale.address: cannot join Ray at {address}: {exc}") from None
 
 
 @dataclass

@@ -47,7 +47,10 @@ def test_interrupted_run_resumes_exactly(tmp_path, fake_server, sig):
     url_slow = fake_server(latency=0.3)
     out = tmp_path / "out"
     job = fake_job(tmp_path, url_slow, out)
-    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal, even when the tests themselves run in the
+    # background (which makes children inherit an ignored SIGINT)
+    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: manifest_shards(out) >= 3, 60, "three shards")
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=60)

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pyarrow.parquet as pq
@@ -178,3 +179,40 @@ def test_ray_driver_killed_then_rerun_resumes_exactly(tmp_path, fake_server):
     assert len(uuids) == len(set(uuids)) == 48
     assert partial <= set(uuids)
     assert run_factory("status", out, "--check").returncode == 0
+
+
+@ray_env
+def test_unreachable_ray_address_is_one_clear_line(tmp_path):
+    job = ray_job(tmp_path, "http://127.0.0.1:9", tmp_path / "out")
+    from factory.engines.managed import free_port
+
+    proc = run_factory("run", job, "--ray", f"127.0.0.1:{free_port()}", timeout=300)
+    assert proc.returncode == 1
+    assert "error: scale.address: cannot join Ray at 127.0.0.1:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@ray_env
+def test_gpu_replicas_get_placement_groups_on_one_node(tmp_path, fake_server):
+    """A head that declares 4 GPUs (no real ones: Ray only counts them): with
+    2 GPUs per replica, 2 replicas, each placed through its own placement
+    group and seeing its own pair of devices."""
+    from factory.engines.managed import free_port
+
+    port = free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=4",
+                    "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True,
+                   timeout=180)
+    try:
+        out = tmp_path / "out"
+        job = fake_job(tmp_path, fake_server(), out, scale={"mode": "ray", "gpus_per_replica": 2, "chunk_size": 4})
+        proc = run_factory("run", job, "--ray", f"127.0.0.1:{port}", env=env, check=True)
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    log = " ".join((proc.stdout + proc.stderr).split())
+    assert "scale: 2 replica(s) x 2 GPU(s)" in log
+    devices = sorted(re.findall(r"replica \d ready on \S+ \(pid \d+, GPUs ([\d,]+)\)", log))
+    assert len(devices) == 2 and sorted(d for pair in devices for d in pair.split(",")) == ["0", "1", "2", "3"]
+    assert len(set(read_uuids(out))) == len(read_uuids(out)) == 48
