@@ -229,6 +229,12 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()[:2000]
 
 
+def chunk_size_for(pending: int, replicas: int, chunk_size: int, inflight: int) -> int:
+    """`chunk_size`, or smaller when the work left would not reach every
+    replica's queue (48 problems on 2 replicas: chunks of 12, not one of 256)."""
+    return max(1, min(chunk_size, -(-pending // (replicas * inflight))))
+
+
 def make_chunks(problems: Iterable[dict[str, Any]], size: int, next_seq: Callable[[], int]) -> Iterator[Chunk]:
     """Chunks of `size` problems, read lazily: the source is never held whole."""
     it = iter(problems)
@@ -549,12 +555,14 @@ class RayRunner(Runner):
         try:
             p = plan(self.job, ray.cluster_resources())
             self.log(f"scale: {p.replicas} replica(s) x {p.gpus_per_replica} GPU(s), {p.verifiers} verifier(s), "
-                     f"chunks of {sc.chunk_size} problems, {sc.inflight_chunks} in flight per replica")
+                     f"chunks of {chunk_size_for(self.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)} "
+                     f"problems, {sc.inflight_chunks} in flight per replica")
             verifier_cls = ray.remote(VerifierActor).options(num_cpus=p.verifier_cpus, max_restarts=-1,
                                                              max_task_retries=3)
             verifiers = [verifier_cls.remote(self.job.verify.model_dump(mode="json")) for _ in range(p.verifiers)]
             lease = SeqLease(self.out / "ray" / "seq.json", self.store.reserve_seqs(0))
-            chunks = make_chunks(self.pending_problems(done), sc.chunk_size, lease)
+            size = chunk_size_for(self.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)
+            chunks = make_chunks(self.pending_problems(done), size, lease)
             self._fresh_stats()
             coord = Coordinator(RayBackend(self.job, p, verifiers, log=self.log), p.replicas, chunks, self._on_chunk,
                                 sc.inflight_chunks, sc.max_replica_restarts, sc.max_chunk_attempts, self.log)

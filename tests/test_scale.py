@@ -216,3 +216,12 @@ def test_gpu_replicas_get_placement_groups_on_one_node(tmp_path, fake_server):
     devices = sorted(re.findall(r"replica \d ready on \S+ \(pid \d+, GPUs ([\d,]+)\)", log))
     assert len(devices) == 2 and sorted(d for pair in devices for d in pair.split(",")) == ["0", "1", "2", "3"]
     assert len(set(read_uuids(out))) == len(read_uuids(out)) == 48
+
+
+def test_chunks_shrink_so_every_replica_gets_work():
+    from factory.scale import chunk_size_for
+
+    assert chunk_size_for(48, 2, 256, 2) == 12
+    assert chunk_size_for(1_000_000, 64, 256, 2) == 256
+    assert chunk_size_for(3, 8, 256, 2) == 1
+    assert chunk_size_for(0, 2, 256, 2) == 1
