@@ -64,10 +64,13 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="override a setting: key.sub=value (repeatable)"),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
                                       help="run on Ray: a cluster address, 'auto', or 'local' to start one here"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="serve Prometheus /metrics on this port"),
 ) -> None:
     """Run a job, or resume it: problems already stored are not generated again."""
     if ray is not None:
         set_ = [*set_, "scale.mode=ray", f"scale.address={ray}"]
+    if metrics_port is not None:
+        set_ = [*set_, f"metrics.port={metrics_port}"]
     try:
         job = load_job(job_file, set_, output)
     except ConfigError as exc:

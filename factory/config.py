@@ -203,6 +203,13 @@ class ScaleConfig(_Strict):
     start_timeout_s: float = Field(default=1800.0, gt=0, description="time for a replica to be placed and ready")
 
 
+class MetricsConfig(_Strict):
+    """A Prometheus endpoint for the run (dashboards/ has a Grafana board for it)."""
+
+    port: int | None = Field(default=None, ge=0, le=65535, description="serve /metrics on this port; unset: off")
+    host: str = Field(default="127.0.0.1", description="0.0.0.0 to let a Prometheus on another host scrape")
+
+
 class JobConfig(_Strict):
     name: str = "job"
     source: SourceConfig
@@ -212,6 +219,7 @@ class JobConfig(_Strict):
     verify: VerifyConfig = VerifyConfig()
     output: OutputConfig = OutputConfig()
     scale: ScaleConfig = ScaleConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

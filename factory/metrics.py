@@ -1,10 +1,20 @@
-"""Run statistics: what the progress bar, the summary and `status` report."""
+"""Run statistics: what the progress bar, the summary, `status` and the
+Prometheus endpoint report.
+
+The counters live in one plain `RunStats` (mergeable, so Ray replicas ship
+theirs to the driver); Prometheus reads them at scrape time through a
+collector, so the hot path never touches a metrics library.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+# upper bounds (seconds) of the per-problem generation latency histogram
+LATENCY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
 @dataclass
@@ -25,6 +35,8 @@ class RunStats:
     request_errors: int = 0
     replica_restarts: int = 0  # Ray: dead replicas replaced
     chunks_resent: int = 0  # Ray: chunks sent again after a replica failed
+    latency_sum_s: float = 0.0
+    latency_buckets: list = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # last: +Inf
     verify_status: Counter = field(default_factory=Counter)
     judge_verdicts: Counter = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -47,10 +59,15 @@ class RunStats:
         self.verify_status.update(v.status for v in verdicts)
         if row["error"]:
             self.request_errors += 1
+        latency = row["generation_time_s"] or 0.0
+        self.latency_sum_s += latency
+        self.latency_buckets[next((i for i, b in enumerate(LATENCY_BUCKETS) if latency <= b), len(LATENCY_BUCKETS))] += 1
 
     def counts(self) -> dict:
         """The additive part, to ship from a Ray replica to the driver."""
         d = {k: getattr(self, k) for k in self.COUNTERS}
+        d["latency_sum_s"] = self.latency_sum_s
+        d["latency_buckets"] = list(self.latency_buckets)
         d["verify_status"] = dict(self.verify_status)
         d["judge_verdicts"] = dict(self.judge_verdicts)
         return d
@@ -60,6 +77,9 @@ class RunStats:
             setattr(self, k, getattr(self, k) + counts.get(k, 0))
         self.verify_status.update(counts.get("verify_status", {}))
         self.judge_verdicts.update(counts.get("judge_verdicts", {}))
+        self.latency_sum_s += counts.get("latency_sum_s", 0.0)
+        for i, k in enumerate(counts.get("latency_buckets", [])):
+            self.latency_buckets[i] += k
 
     def tick(self) -> None:
         self.elapsed_s = time.time() - self.started_at
@@ -86,3 +106,62 @@ class RunStats:
             correct_share=round(self.correct_share, 4),
         )
         return d
+
+
+class StatsCollector:
+    """The Prometheus view of a run, read from its RunStats at scrape time.
+
+    `stats` returns the run's current RunStats (the runner replaces it when
+    the engines come up); `gauges` maps extra gauge names to callables.
+    """
+
+    def __init__(self, job: str, stats: Callable[[], RunStats], gauges: dict[str, tuple[str, Callable[[], float]]]):
+        self.job = job
+        self.stats = stats
+        self.gauges = gauges
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        st, job = self.stats(), [self.job]
+
+        def counter(name, doc, values, label=None):
+            fam = CounterMetricFamily(name, doc, labels=["job", label] if label else ["job"])
+            for key, value in values:
+                fam.add_metric(job + ([key] if label else []), value)
+            return fam
+
+        yield counter("factory_problems", "Problems by outcome (done: stored this run)", [
+            ("done", st.problems_done), ("failed", st.problems_failed), ("skipped_done", st.problems_skipped_done),
+            ("rejected", st.problems_rejected)], "state")
+        yield counter("factory_generations", "Generations stored this run", [(None, st.generations)])
+        yield counter("factory_generations_correct", "Correct generations by the stage that accepted them", [
+            ("rules", st.generations_rule_correct), ("final", st.generations_correct)], "stage")
+        yield counter("factory_verify_status", "Rule-stage verdicts by status", sorted(dict(st.verify_status).items()), "status")
+        yield counter("factory_judge_verdicts", "LLM judge verdicts on rule rejects", sorted(dict(st.judge_verdicts).items()), "verdict")
+        yield counter("factory_tokens", "Tokens by kind", [("prompt", st.prompt_tokens), ("completion", st.completion_tokens)], "kind")
+        yield counter("factory_request_errors", "Requests that ended in an error", [(None, st.request_errors)])
+        yield counter("factory_replica_restarts", "Ray replicas replaced", [(None, st.replica_restarts)])
+        yield counter("factory_chunks_resent", "Ray chunks re-sent after a replica failed", [(None, st.chunks_resent)])
+        hist = HistogramMetricFamily("factory_generation_latency_seconds", "Time to generate all samples of one problem",
+                                     labels=["job"])
+        cumulative, buckets = 0, []
+        for bound, k in zip([*map(str, LATENCY_BUCKETS), "+Inf"], st.latency_buckets):
+            cumulative += k
+            buckets.append((bound, cumulative))
+        hist.add_metric(job, buckets, st.latency_sum_s)
+        yield hist
+        for name, (doc, fn) in self.gauges.items():
+            fam = GaugeMetricFamily(name, doc, labels=["job"])
+            fam.add_metric(job, float(fn()))
+            yield fam
+
+
+def serve_metrics(collector: StatsCollector, port: int, host: str = "127.0.0.1"):
+    """Serve /metrics in a background thread; returns the server (call shutdown())."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server

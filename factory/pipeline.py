@@ -137,6 +137,7 @@ class Runner:
         self.total: int | None = None
         self._failure: BaseException | None = None
         self._worker: ProblemWorker | None = None
+        self._in_flight = 0
 
     def _count_pending(self, done: set[str]) -> int:
         import pyarrow.parquet as pq
@@ -153,7 +154,11 @@ class Runner:
             yield item
 
     async def _process(self, problem: dict[str, Any]) -> None:
-        row = await self._worker.process(problem, self.stats)
+        self._in_flight += 1
+        try:
+            row = await self._worker.process(problem, self.stats)
+        finally:
+            self._in_flight -= 1
         if row is not None:
             self.store.add(row)
         self.stats.tick()
@@ -182,12 +187,45 @@ class Runner:
             raise self._failure
 
     async def run_async(self) -> RunResult:
-        done = await self._open()
-        if self.total == 0:
-            self.log("nothing to generate: every problem is already stored")
+        server = self._serve_metrics()
+        try:
+            done = await self._open()
+            if self.total == 0:
+                self.log("nothing to generate: every problem is already stored")
+                return self._finish()
+            await self._generate(done)
             return self._finish()
-        await self._generate(done)
-        return self._finish()
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+
+    def in_flight(self) -> int:
+        """Problems sent to the engine and not finished."""
+        return self._in_flight
+
+    def _serve_metrics(self):
+        cfg = self.job.metrics
+        if cfg.port is None:
+            return None
+        from factory.metrics import StatsCollector, serve_metrics
+
+        def pending() -> int:
+            st = self.stats
+            return max(0, (self.total or 0) - st.problems_done - st.problems_failed)
+
+        collector = StatsCollector(self.job.name, lambda: self.stats, {
+            "factory_problems_pending": ("Problems left to generate in this run", pending),
+            "factory_in_flight": ("Work handed to engines and not back: problems (local) or chunks (Ray)", self.in_flight),
+            "factory_tokens_per_second": ("Completion tokens per second since the engines came up",
+                                          lambda: self.stats.tokens_per_s),
+        })
+        try:
+            server = serve_metrics(collector, cfg.port, cfg.host)
+        except OSError as exc:
+            raise RunError(f"metrics.port: cannot serve on {cfg.host}:{cfg.port}: {exc}") from None
+        self.log(f"metrics: http://{cfg.host}:{server.server_port}/metrics")
+        return server
 
     async def _open(self) -> set[str]:
         """Recover the store, prepare the problems, count what is left."""

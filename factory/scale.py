@@ -546,6 +546,8 @@ class RayRunner(Runner):
     """`factory run` with `scale.mode: ray`: same preparation, store and
     output as the local runner; generation fans out to replicas."""
 
+    _coord: Coordinator | None = None
+
     async def _generate(self, done: set[str]) -> None:
         import ray
 
@@ -564,8 +566,9 @@ class RayRunner(Runner):
             size = chunk_size_for(self.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)
             chunks = make_chunks(self.pending_problems(done), size, lease)
             self._fresh_stats()
-            coord = Coordinator(RayBackend(self.job, p, verifiers, log=self.log), p.replicas, chunks, self._on_chunk,
-                                sc.inflight_chunks, sc.max_replica_restarts, sc.max_chunk_attempts, self.log)
+            coord = self._coord = Coordinator(RayBackend(self.job, p, verifiers, log=self.log), p.replicas, chunks,
+                                              self._on_chunk, sc.inflight_chunks, sc.max_replica_restarts,
+                                              sc.max_chunk_attempts, self.log)
             await coord.run()
         finally:
             if coord is not None:
@@ -578,6 +581,10 @@ class RayRunner(Runner):
         self.store.open()
         if self.store.dropped:
             self.log(f"dropped {self.store.dropped} duplicate row(s) left by workers of an earlier run")
+
+    def in_flight(self) -> int:
+        """Chunks handed to replicas and not back."""
+        return self._coord._chunks_out if self._coord is not None else 0
 
     def _on_chunk(self, chunk: Chunk, summary: dict[str, Any]) -> None:
         if summary["file"]:
