@@ -403,6 +403,23 @@ def connect(address: str | None, log: Callable[[str], None] = print) -> bool:
 
     if ray.is_initialized():
         return False
+    import signal
+
+    # ray.init installs its own SIGTERM handler (a stack dump, then exit):
+    # keep ours, so SIGTERM stops the run as cleanly as Ctrl-C does
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _init(address, log)
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+    return True
+
+
+def _init(address: str | None, log: Callable[[str], None]) -> None:
+    import ray
+
     address = address or os.environ.get("RAY_ADDRESS")
     if address in (None, "", "local"):
         # a private single-node cluster: token auth has nothing to protect
@@ -418,7 +435,6 @@ def connect(address: str | None, log: Callable[[str], None] = print) -> bool:
         res = ray.cluster_resources()
         log(f"joined Ray at {address}: {len(ray.nodes())} node(s), {int(res.get('CPU', 0))} CPUs, "
             f"{int(res.get('GPU', 0))} GPUs")
-    return True
 
 
 def _probe(address: str) -> None:

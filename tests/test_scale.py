@@ -164,13 +164,19 @@ def test_ray_run_matches_local_and_survives_a_killed_replica(tmp_path, fake_serv
 
 
 @ray_env
-def test_ray_driver_killed_then_rerun_resumes_exactly(tmp_path, fake_server):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_ray_driver_killed_then_rerun_resumes_exactly(tmp_path, fake_server, sig):
     out = tmp_path / "out"
     job = ray_job(tmp_path, fake_server(latency=0.3), out, replicas=2)
-    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "driver.log"
+    with open(log, "w") as fh:  # a file, not a pipe nobody reads while we wait
+        proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=fh)
     wait_for(lambda: len(read_uuids(out)) >= 6, 120, "some chunks stored")
-    proc.kill()
-    proc.wait()
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    err = log.read_text()
+    if sig == signal.SIGTERM:  # a clean stop, not Ray's stack dump
+        assert proc.returncode == 130 and "run the same command to resume" in err, err[-2000:]
     partial = set(read_uuids(out))
     assert 0 < len(partial) < 48
     time.sleep(2)  # workers of the dead driver may still write: the re-run must cope
