@@ -26,6 +26,7 @@ backend class: `RayBackend` here, a simulated cluster in `factory bench scale`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -320,7 +321,6 @@ class EngineReplica:
         print(f"[replica {self.index}] {msg}", flush=True)
 
     async def start(self) -> dict[str, Any]:
-        import contextlib
         import socket
 
         from factory.engines import build_engine
@@ -350,7 +350,9 @@ class EngineReplica:
         """vLLM's CPU build binds its threads to every core it sees: two
         replicas on one box would spin on the same cores. Give each its share."""
         eng = self.job.engine
-        if not eng.backend.startswith("vllm") or eng.tensor_parallel_size > 1 or os.environ.get("CUDA_VISIBLE_DEVICES") or "VLLM_CPU_OMP_THREADS_BIND" in eng.env:
+        on_gpu = bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if (not eng.backend.startswith("vllm") or on_gpu or eng.tensor_parallel_size > 1
+                or "VLLM_CPU_OMP_THREADS_BIND" in eng.env):
             return
         cores = sorted(os.sched_getaffinity(0))
         parts = min(self.replicas, len(cores))
@@ -381,9 +383,6 @@ class EngineReplica:
         return {"file": f"data/{shard}" if rows else None, "uuids": [r["uuid"] for r in rows],
                 "stats": stats.counts(), "replica": self.index}
 
-    def pid(self) -> int:
-        return os.getpid()
-
     async def stop(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()
@@ -413,7 +412,8 @@ def connect(address: str | None, log: Callable[[str], None] = print) -> bool:
     finally:
         for sig, handler in handlers.items():
             if handler is not None:
-                signal.signal(sig, handler)
+                with contextlib.suppress(ValueError):  # not the main thread: nothing was ours
+                    signal.signal(sig, handler)
     return True
 
 
