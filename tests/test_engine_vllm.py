@@ -150,10 +150,12 @@ def test_engine_server_killed_mid_run_is_restarted(tmp_path, reference_run):
     assert set(uuids) == set(read_uuids(ref_out))
 
 
-def test_two_real_vllm_replicas_on_local_ray(tmp_path, reference_run):
-    """`scale: ray`: two managed CPU vLLM servers as Ray replicas share the work."""
+@pytest.mark.parametrize("backend", ["vllm-server", "vllm-offline"])
+def test_two_real_vllm_replicas_on_local_ray(tmp_path, reference_run, backend):
+    """`scale: ray`: two CPU vLLM engines (managed servers, or vllm.LLM inside
+    the actors) as Ray replicas share the work."""
     ref_out, _ = reference_run
-    job = engine_job(tmp_path, "ray", engine={"backend": "vllm-server", "model": "smollm2-135m", "max_concurrency": 2},
+    job = engine_job(tmp_path, "ray", engine={"backend": backend, "model": "smollm2-135m", "max_concurrency": 2},
                      scale={"mode": "ray", "replicas": 2, "chunk_size": 2, "inflight_chunks": 1})
     proc = run_factory("run", job, check=True)
     log = proc.stdout + proc.stderr
