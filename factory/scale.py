@@ -307,10 +307,10 @@ class RayRules:
 class EngineReplica:
     """One engine with the generate -> verify -> row loop around it."""
 
-    def __init__(self, job_json: str, index: int, verifiers: list, replicas: int = 1):
+    def __init__(self, job_json: str, index: int, verifiers: list, per_node: int = 1):
         self.job = JobConfig.model_validate_json(job_json)
         self.index = index
-        self.replicas = replicas
+        self.per_node = per_node
         self.verifiers = verifiers
         self.out = self.job.output.dir
         self._stack = None
@@ -355,7 +355,7 @@ class EngineReplica:
                 or "VLLM_CPU_OMP_THREADS_BIND" in eng.env):
             return
         cores = sorted(os.sched_getaffinity(0))
-        parts = min(self.replicas, len(cores))
+        parts = min(self.per_node, len(cores))
         if parts <= 1:
             return
         mine = cores[self.index % parts::parts]
@@ -457,9 +457,15 @@ class Plan:
     replica_cpus: float
     verifiers: int
     verifier_cpus: float
+    nodes: int = 1
+
+    @property
+    def replicas_per_node(self) -> int:
+        """CPU replicas are spread over nodes; those sharing one split its cores."""
+        return -(-self.replicas // max(1, self.nodes))
 
 
-def plan(job: JobConfig, resources: dict[str, float]) -> Plan:
+def plan(job: JobConfig, resources: dict[str, float], nodes: int = 1) -> Plan:
     """Replica count and resources from the job and the cluster; a clear
     error where they cannot fit (Ray would otherwise wait forever)."""
     sc, eng = job.scale, job.engine
@@ -473,7 +479,7 @@ def plan(job: JobConfig, resources: dict[str, float]) -> Plan:
                        "(set scale.gpus_per_replica on a GPU cluster)")
     replicas = sc.replicas
     if replicas is None:
-        replicas = cluster_gpus // gpus if gpus else 1
+        replicas = cluster_gpus // gpus if gpus else max(1, nodes)  # CPU: one engine per node
         if replicas == 0:
             raise RunError(f"scale: a replica needs {gpus} GPU(s) (engine.tensor_parallel_size x "
                            f"data_parallel_size) and the cluster has {cluster_gpus}")
@@ -486,7 +492,7 @@ def plan(job: JobConfig, resources: dict[str, float]) -> Plan:
         raise RunError(f"scale: {replicas} replicas x {sc.replica_cpus} CPU + {verifiers} verifiers x "
                        f"{sc.verifier_cpus} CPU need {need:g} CPUs; the cluster has {cluster_cpus:g} "
                        f"(lower scale.replica_cpus / scale.verifier_cpus)")
-    return Plan(replicas, gpus, sc.replica_cpus, verifiers, sc.verifier_cpus)
+    return Plan(replicas, gpus, sc.replica_cpus, verifiers, sc.verifier_cpus, max(1, nodes))
 
 
 @dataclass
@@ -515,6 +521,8 @@ class RayBackend(ReplicaBackend):
         opts: dict[str, Any] = {"num_cpus": p.replica_cpus, "num_gpus": p.gpus_per_replica,
                                 "max_concurrency": self.max_calls}
         handle = _RayHandle(None)
+        if not p.gpus_per_replica:
+            opts["scheduling_strategy"] = "SPREAD"  # CPU engines: one per node before doubling up
         if p.gpus_per_replica:
             # one bundle: all of a replica's GPUs on one node, for tensor parallelism
             handle.pg = placement_group([{"GPU": p.gpus_per_replica, "CPU": p.replica_cpus}], strategy="STRICT_PACK")
@@ -525,7 +533,7 @@ class RayBackend(ReplicaBackend):
                 raise RunError(f"replica {index}: no node could give {p.gpus_per_replica} GPU(s) within "
                                f"{self.timeout_s:g} s (scale.start_timeout_s)") from None
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(handle.pg, placement_group_bundle_index=0)
-        handle.actor = ray.remote(self.actor_cls).options(**opts).remote(self.job_json, index, self.verifiers, self.plan.replicas)
+        handle.actor = ray.remote(self.actor_cls).options(**opts).remote(self.job_json, index, self.verifiers, self.plan.replicas_per_node)
         try:
             info = await asyncio.wait_for(handle.actor.start.remote(), self.timeout_s)
         except BaseException:
@@ -571,7 +579,7 @@ class RayRunner(Runner):
         owned = connect(sc.address, self.log)  # main thread: Ray installs signal handlers
         coord = None
         try:
-            p = plan(self.job, ray.cluster_resources())
+            p = plan(self.job, ray.cluster_resources(), sum(n["Alive"] for n in ray.nodes()))
             self.log(f"scale: {p.replicas} replica(s) x {p.gpus_per_replica} GPU(s), {p.verifiers} verifier(s), "
                      f"chunks of {chunk_size_for(self.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)} "
                      f"problems, {sc.inflight_chunks} in flight per replica")

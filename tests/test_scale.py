@@ -98,6 +98,9 @@ def test_plan_from_cluster_resources():
     p = plan(job_with(), {"CPU": 512, "GPU": 64})
     assert (p.replicas, p.gpus_per_replica, p.verifiers) == (8, 8, 8)  # TP8: one replica per 8xH100 node
     assert plan(job_with(), {"CPU": 2}).replicas == 1  # CPU box: one engine
+    cpu = plan(job_with(), {"CPU": 64}, nodes=4)
+    assert (cpu.replicas, cpu.replicas_per_node) == (4, 1)  # CPU cluster: one engine per node
+    assert plan(job_with(replicas=4), {"CPU": 4}, nodes=1).replicas_per_node == 4
     with pytest.raises(RunError, match=r"scale.replicas: 9 replicas x 8 GPU\(s\) need 72 GPUs; the cluster has 64"):
         plan(job_with(replicas=9), {"CPU": 512, "GPU": 64})
     with pytest.raises(RunError, match="a replica needs 8 GPU"):
