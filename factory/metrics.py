@@ -39,7 +39,7 @@ class RunStats:
     latency_buckets: list = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # last: +Inf
     verify_status: Counter = field(default_factory=Counter)
     judge_verdicts: Counter = field(default_factory=Counter)
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # engines ready -> last problem finished (ticked as problems finish)
 
     COUNTERS = ("problems_done", "problems_failed", "problems_with_correct", "generations", "generations_correct",
                 "generations_rule_correct", "generations_complete", "prompt_tokens", "completion_tokens",

@@ -276,14 +276,14 @@ class Runner:
             self._write_metrics()
 
     def _write_metrics(self) -> None:
-        self.stats.tick()
+        # no tick here: elapsed_s stops at the last finished problem, so the
+        # engine's shutdown (seconds for a server) does not dilute tokens/s
         data = {"stats": self.stats.to_json(), "prepare": self.report, "job": self.job.model_dump(mode="json")}
         write_text_atomic(self.out / "metrics.json", json.dumps(data, indent=2))
 
     def _finish(self) -> RunResult:
         from factory.store.export import finalize
 
-        self.stats.tick()
         stored = len(self.store.done)
         push = self.job.output.push
         finalize(self.out, push.repo_id if push else f"your-org/{self.job.name}", self.job.output.license)
