@@ -231,11 +231,7 @@ class Runner:
         """Recover the store, prepare the problems, count what is left."""
         self.out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.out / "job.json", self.job.model_dump_json(indent=2))
-        done = self.store.open()
-        if self.store.adopted:
-            self.log(f"recovered {self.store.adopted} shard(s) written just before an interruption")
-        if self.store.dropped:
-            self.log(f"dropped {self.store.dropped} duplicate row(s) left by workers of an earlier run")
+        done = self._recover_store()
         if done:
             self.log(f"resuming: {len(done)} problems already in {self.out / 'data'}")
         self.report, reused = await asyncio.to_thread(ensure_prepared, self.job.source, self.prepared)
@@ -244,6 +240,15 @@ class Runner:
                  f"{_reasons(self.report)}-> {self.prepared}")
         self.total = await asyncio.to_thread(self._count_pending, done)
         self.on_progress(self.stats, self.total)
+        return done
+
+    def _recover_store(self) -> set[str]:
+        """Open the store (adopting and de-duplicating after a crash); the done uuids."""
+        done = self.store.open()
+        if self.store.adopted:
+            self.log(f"recovered {self.store.adopted} shard(s) written just before an interruption")
+        if self.store.dropped:
+            self.log(f"dropped {self.store.dropped} duplicate row(s) left by workers of an earlier run")
         return done
 
     def _fresh_stats(self) -> None:

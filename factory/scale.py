@@ -39,7 +39,7 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 from factory.config import JobConfig, VerifyConfig
 from factory.metrics import RunStats
 from factory.pipeline import RunError, Runner
-from factory.store.shards import write_text_atomic
+from factory.store.shards import shard_name, write_shard, write_text_atomic
 
 NAMESPACE = "reasoning-factory"
 SEQ_BLOCK = 64
@@ -57,7 +57,7 @@ class Chunk:
 
     @property
     def shard(self) -> str:
-        return f"train-{self.seq:05d}.parquet"
+        return shard_name(self.seq)
 
 
 @dataclass(eq=False)
@@ -364,11 +364,6 @@ class EngineReplica:
         self._log(f"vLLM CPU threads bound to cores {eng.env['VLLM_CPU_OMP_THREADS_BIND']}")
 
     async def process_chunk(self, shard: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
-        import pyarrow as pa
-
-        from factory.store.schema import SCHEMA
-        from factory.store.shards import write_table_atomic
-
         stats = RunStats()
 
         async def one(problem):
@@ -379,7 +374,7 @@ class EngineReplica:
         if rows:
             data = self.out / "data"
             data.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(write_table_atomic, pa.Table.from_pylist(rows, schema=SCHEMA), data / shard)
+            await asyncio.to_thread(write_shard, data, shard, rows)
         return {"file": f"data/{shard}" if rows else None, "uuids": [r["uuid"] for r in rows],
                 "stats": stats.counts(), "replica": self.index}
 
@@ -580,14 +575,13 @@ class RayRunner(Runner):
         coord = None
         try:
             p = plan(self.job, ray.cluster_resources(), sum(n["Alive"] for n in ray.nodes()))
+            size = chunk_size_for(self.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)
             self.log(f"scale: {p.replicas} replica(s) x {p.gpus_per_replica} GPU(s), {p.verifiers} verifier(s), "
-                     f"chunks of {chunk_size_for(self.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)} "
-                     f"problems, {sc.inflight_chunks} in flight per replica")
+                     f"chunks of {size} problems, {sc.inflight_chunks} in flight per replica")
             verifier_cls = ray.remote(VerifierActor).options(num_cpus=p.verifier_cpus, max_restarts=-1,
                                                              max_task_retries=3)
             verifiers = [verifier_cls.remote(self.job.verify.model_dump(mode="json")) for _ in range(p.verifiers)]
-            lease = SeqLease(self.out / "ray" / "seq.json", self.store.reserve_seqs(0))
-            size = chunk_size_for(self.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)
+            lease = SeqLease(self.out / "ray" / "seq.json", self.store.next_seq)
             chunks = make_chunks(self.pending_problems(done), size, lease)
             self._fresh_stats()
             coord = self._coord = Coordinator(RayBackend(self.job, p, verifiers, log=self.log), p.replicas, chunks,
@@ -601,10 +595,7 @@ class RayRunner(Runner):
             self._write_metrics()
             if owned:
                 ray.shutdown()
-        # a worker of an earlier driver may have stored rows late: drop repeats
-        self.store.open()
-        if self.store.dropped:
-            self.log(f"dropped {self.store.dropped} duplicate row(s) left by workers of an earlier run")
+        self._recover_store()  # a worker of an earlier driver may have stored rows late: drop repeats
 
     def in_flight(self) -> int:
         """Chunks handed to replicas and not back."""

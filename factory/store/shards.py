@@ -45,6 +45,15 @@ def write_table_atomic(table: pa.Table, path: Path, compression_level: int = 3) 
     fsync_dir(path.parent)
 
 
+def shard_name(seq: int) -> str:
+    return f"train-{seq:05d}.parquet"
+
+
+def write_shard(data_dir: Path, name: str, rows: list[dict[str, Any]]) -> None:
+    """Rows in the output schema, as one atomic zstd Parquet shard."""
+    write_table_atomic(pa.Table.from_pylist(rows, schema=SCHEMA), data_dir / name)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -123,11 +132,7 @@ class ShardStore:
             tmp.unlink()
         self.manifest.load()
         self.done = set()
-        seqs = [-1]
         for e in self.manifest.entries:
-            m = SHARD_RE.match(Path(e["file"]).name)
-            if m:
-                seqs.append(int(m.group(1)))
             if (self.root / e["file"]).exists():
                 self.done.update(e["uuids"])
         known = self.manifest.files()
@@ -151,10 +156,8 @@ class ShardStore:
                 uuids = [uuids[i] for i in keep]
             self.commit(rel, uuids, adopted=True)
             self.adopted += 1
-            m = SHARD_RE.match(shard.name)
-            if m:
-                seqs.append(int(m.group(1)))
-        self._next_seq = max(seqs) + 1
+        seqs = [int(m.group(1)) for e in self.manifest.entries if (m := SHARD_RE.match(Path(e["file"]).name))]
+        self._next_seq = max(seqs, default=-1) + 1
         return set(self.done)
 
     def commit(self, rel: str, uuids: list[str], **extra: Any) -> None:
@@ -178,17 +181,15 @@ class ShardStore:
         if not self._buffer:
             return
         rows, self._buffer = self._buffer, []
-        name = f"train-{self._next_seq:05d}.parquet"
+        name = shard_name(self._next_seq)
         self._next_seq += 1
-        table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        write_table_atomic(table, self.data_dir / name)
+        write_shard(self.data_dir, name, rows)
         self.commit(f"data/{name}", [r["uuid"] for r in rows])
 
-    def reserve_seqs(self, count: int) -> int:
-        """Claim `count` shard numbers for writers elsewhere; return the first."""
-        first = self._next_seq
-        self._next_seq += count
-        return first
+    @property
+    def next_seq(self) -> int:
+        """The number the next shard would get (after open())."""
+        return self._next_seq
 
     @property
     def pending(self) -> int:
