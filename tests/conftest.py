@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -21,6 +23,8 @@ os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="factory-test-datasets
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "jobs" / "data" / "numina-sample.jsonl"
 FACTORY = [sys.executable, "-m", "factory.cli"]
+RAY = str(Path(sys.executable).with_name("ray"))
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (the [ray] extra)")
 
 
 def sample_rows(k: int | None = None) -> list[dict]:
@@ -131,3 +135,22 @@ def hub(tmp_path):
 
     with LocalHub(tmp_path / "hub") as server:
         yield server
+
+
+def stop_ray(env: dict) -> None:
+    """`ray stop --force`: every Ray process on this machine (tests run one at a time)."""
+    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def ray_head(env: dict, *flags: str):
+    """A Ray head started with `ray start --head FLAGS`; yields its GCS port."""
+    from factory.engines.managed import free_port
+
+    port = free_port()
+    subprocess.run([RAY, "start", "--head", f"--port={port}", "--disable-usage-stats", *flags], env=env, check=True,
+                   capture_output=True, timeout=180)
+    try:
+        yield port
+    finally:
+        stop_ray(env)

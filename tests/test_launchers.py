@@ -2,7 +2,6 @@
 script with `srun`/`scontrol` shims on a one-node "allocation", and
 `ray job submit` against a local Ray head with its dashboard."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,14 +9,11 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, read_uuids, wait_for
+from conftest import ROOT, needs_ray, ray_head, read_uuids, stop_ray, wait_for
 from factory.engines.managed import free_port
 from test_run_fake import fake_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
-              pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")]
-
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), needs_ray]
 
 SHIMS = {
     # one node called localhost
@@ -36,10 +32,6 @@ def launcher_env(path_first: str = "", **extra):
 def ray_job(tmp_path, url, out):
     return fake_job(tmp_path, url, out, scale={"mode": "ray", "replicas": 2, "chunk_size": 4,
                                                "replica_cpus": 0.2, "verifier_cpus": 0.1})
-
-
-def stop_ray(env):
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_slurm_script_brings_up_ray_and_runs_the_job(tmp_path, fake_server):
@@ -65,13 +57,10 @@ def test_slurm_script_brings_up_ray_and_runs_the_job(tmp_path, fake_server):
 
 
 def test_ray_job_submit_launcher(tmp_path, fake_server):
-    port, dash = free_port(), free_port()
+    dash = free_port()
     env = launcher_env(RAY_ADDRESS=f"http://127.0.0.1:{dash}")
     start_env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-                    f"--dashboard-port={dash}", "--disable-usage-stats"], env=start_env, check=True,
-                   capture_output=True, timeout=180)
-    try:
+    with ray_head(start_env, "--num-cpus=2", "--include-dashboard=true", f"--dashboard-port={dash}"):
         def dashboard_up():
             try:
                 return urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/version", timeout=2).status == 200
@@ -83,8 +72,6 @@ def test_ray_job_submit_launcher(tmp_path, fake_server):
         job = ray_job(tmp_path, fake_server(), out)
         proc = subprocess.run([str(ROOT / "jobs/launch/ray-submit.sh"), str(job), "-o", str(out)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=400)
-    finally:
-        stop_ray(env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "succeeded" in log and "joined Ray at auto" in log, log[-3000:]

@@ -3,20 +3,18 @@ resource plan, shard-number leases, and `factory run` on a local Ray cluster
 with fake-engine replicas, one of them killed, and the driver killed."""
 
 import asyncio
-import importlib.util
 import itertools
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FACTORY, ROOT, read_uuids, run_factory, wait_for
+from conftest import FACTORY, ROOT, needs_ray, ray_head, read_uuids, run_factory, wait_for
 from factory.config import JobConfig
 from factory.pipeline import RunError
 from factory.scale import Coordinator, SeqLease, make_chunks, plan
@@ -124,7 +122,6 @@ def test_seq_lease_survives_the_driver(tmp_path):
 
 # ---------------------------------------------------------------- on Ray
 
-ray_env = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (the [ray] extra)")
 
 
 def ray_job(tmp_path, url, out, **scale):
@@ -137,7 +134,7 @@ def run_output(out):
     return {r["uuid"]: r["generations"] for r in pq.read_table(out / "data").to_pylist()}
 
 
-@ray_env
+@needs_ray
 def test_ray_run_matches_local_and_survives_a_killed_replica(tmp_path, fake_server):
     ref = tmp_path / "ref"
     run_factory("run", fake_job(tmp_path, fake_server(), ref), check=True)
@@ -166,7 +163,7 @@ def test_ray_run_matches_local_and_survives_a_killed_replica(tmp_path, fake_serv
     assert run_factory("status", out, "--check").returncode == 0
 
 
-@ray_env
+@needs_ray
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_ray_driver_killed_then_rerun_resumes_exactly(tmp_path, fake_server, sig):
     out = tmp_path / "out"
@@ -190,7 +187,7 @@ def test_ray_driver_killed_then_rerun_resumes_exactly(tmp_path, fake_server, sig
     assert run_factory("status", out, "--check").returncode == 0
 
 
-@ray_env
+@needs_ray
 def test_unreachable_ray_address_is_one_clear_line(tmp_path):
     job = ray_job(tmp_path, "http://127.0.0.1:9", tmp_path / "out")
     from factory.engines.managed import free_port
@@ -201,25 +198,16 @@ def test_unreachable_ray_address_is_one_clear_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@ray_env
+@needs_ray
 def test_gpu_replicas_get_placement_groups_on_one_node(tmp_path, fake_server):
     """A head that declares 4 GPUs (no real ones: Ray only counts them): with
     2 GPUs per replica, 2 replicas, each placed through its own placement
     group and seeing its own pair of devices."""
-    from factory.engines.managed import free_port
-
-    port = free_port()
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=4",
-                    "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                   timeout=180)
-    try:
+    with ray_head(env, "--num-cpus=2", "--num-gpus=4", "--include-dashboard=false") as port:
         out = tmp_path / "out"
         job = fake_job(tmp_path, fake_server(), out, scale={"mode": "ray", "gpus_per_replica": 2, "chunk_size": 4})
         proc = run_factory("run", job, "--ray", f"127.0.0.1:{port}", env=env, check=True)
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
     log = " ".join((proc.stdout + proc.stderr).split())
     assert "scale: 2 replica(s) x 2 GPU(s)" in log
     devices = sorted(re.findall(r"replica \d ready on \S+ \(pid \d+, GPUs ([\d,]+)\)", log))
