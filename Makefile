@@ -13,13 +13,22 @@ CONSTRAINTS := requirements/constraints-cpu.txt
 STAMP := $(VENV)/.factory-setup
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup model lock clean
+.PHONY: demo test test-fast test-rehearsal rehearsal setup model lock clean
 
 demo: model
 	$(BIN)/factory run jobs/quickstart.yaml
 
+# everything but the ~8-minute cluster rehearsal (CI runs that too: .ci/run)
 test: model
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not rehearsal" $(PYTEST_ARGS)
+
+# the OpenR1 recipe end to end on this machine, as a test ...
+test-rehearsal: model
+	$(BIN)/python -m pytest -m rehearsal $(PYTEST_ARGS)
+
+# ... or by hand, printing what it measured (WORKDIR keeps its files)
+rehearsal: model
+	$(BIN)/python tests/rehearsal.py $(if $(WORKDIR),--workdir $(WORKDIR))
 
 # unit and fake-engine tests only (seconds, no vLLM server)
 test-fast: setup

@@ -220,10 +220,17 @@ def bench_engine(problems: int = 32, n: int = 2, max_tokens: int = 128, workdir=
 
     import os
 
+    from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
+
+    # raw vLLM with the engine settings the factory uses here, so the ratio is our overhead alone
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    single = single_process_cpu_engine()
+    if single:
+        os.environ.update(INPROCESS_ENV)
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=ensure_model("smollm2-135m"), dtype="bfloat16", max_model_len=2048, seed=0, enforce_eager=True)
+    llm = LLM(model=ensure_model("smollm2-135m"), dtype=resolve_dtype("auto"), max_model_len=2048, seed=0,
+              enforce_eager=True, **({"distributed_executor_backend": "uni"} if single else {}))
     renderer = PromptRenderer(PromptConfig())
     convs = [renderer.messages(r) for r in rows]
     params = SamplingParams(n=n, max_tokens=max_tokens, temperature=0.6, top_p=0.95)
@@ -237,6 +244,48 @@ def bench_engine(problems: int = 32, n: int = 2, max_tokens: int = 128, workdir=
             "factory_tokens_per_s": round(factory_stats.tokens_per_s, 1),
             "raw_tokens": raw_tokens, "raw_s": round(raw_s, 1), "raw_tokens_per_s": round(raw_tps, 1),
             "ratio": round(factory_stats.tokens_per_s / raw_tps, 3)}
+
+
+_DTYPE_CHILD = """
+import json, os, sys, time
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+from vllm import LLM, SamplingParams
+if __name__ == "__main__":
+    model, dtype, prompts, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    t = time.perf_counter()
+    llm = LLM(model=model, dtype=dtype, max_model_len=2048, seed=0, enforce_eager=True)
+    start = time.perf_counter() - t
+    convs = [[{"role": "user", "content": f"Write a short story, number {i}, about a cat."}] for i in range(prompts)]
+    params = SamplingParams(max_tokens=tokens, temperature=0.6, ignore_eos=True)
+    llm.chat(convs[:2], params, use_tqdm=False)  # warm-up
+    t = time.perf_counter()
+    outs = llm.chat(convs, params, use_tqdm=False)
+    s = time.perf_counter() - t
+    n = sum(len(o.outputs[0].token_ids) for o in outs)
+    print("RESULT " + json.dumps({"dtype": dtype, "start_s": round(start, 1), "tokens": n, "tokens_per_s": round(n / s, 1)}))
+"""
+
+
+def bench_dtype(dtypes=("float32", "bfloat16"), prompts: int = 16, tokens: int = 128) -> dict:
+    """vLLM offline tokens/s of the embedded model per dtype, one fresh process
+    each, side by side; and what `dtype: auto` picks on this machine."""
+    import json
+    import subprocess
+    import sys
+
+    from factory.engines.platform import cpu_has_native_bf16, resolve_dtype
+    from factory.models import ensure_model
+
+    model = ensure_model("smollm2-135m")
+    rows = []
+    for dtype in dtypes:
+        proc = subprocess.run([sys.executable, "-c", _DTYPE_CHILD, model, dtype, str(prompts), str(tokens)],
+                              capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            raise RuntimeError(f"vLLM with dtype {dtype} failed: {proc.stderr[-1500:]}")
+        rows.append(json.loads(line[len("RESULT "):]))
+    return {"rows": rows, "auto": resolve_dtype("auto"), "native_bf16": cpu_has_native_bf16()}
 
 
 def _sim_problems(stop_after_s: float | None = None, limit: int | None = None):

@@ -80,7 +80,7 @@ def run(
     from factory.pipeline import RunError, run_job
     from factory.prompts import PromptError
 
-    console.print(f"[bold]{job.name}[/]: {job.source.path.name} -> {job.output.dir}  "
+    console.print(f"[bold]{job.name}[/]: {job.source.label} -> {job.output.dir}  "
                   f"(engine {job.engine.backend}, model {job.engine.model}, n={job.sampling.n})", highlight=False)
     progress = Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -355,6 +355,20 @@ def bench_engine_cmd(
     out.print(f"factory ({r['backend']}): {r['factory_tokens']} tokens in {r['factory_s']} s = {r['factory_tokens_per_s']} tok/s", highlight=False)
     out.print(f"raw vLLM (LLM.chat): {r['raw_tokens']} tokens in {r['raw_s']} s = {r['raw_tokens_per_s']} tok/s", highlight=False)
     out.print(f"ratio factory/raw: {r['ratio']}", highlight=False)
+
+
+@bench_app.command("dtype")
+def bench_dtype_cmd(prompts: int = typer.Option(16, min=1), tokens: int = typer.Option(128, min=8)) -> None:
+    """Tokens/s of the embedded model in float32 and bf16 side by side: what `engine.dtype: auto` is based on."""
+    from factory.bench import bench_dtype
+    from factory.engines.platform import cpu_model
+
+    r = bench_dtype(prompts=prompts, tokens=tokens)
+    for row in r["rows"]:
+        out.print(f"{row['dtype']:>9}: {row['tokens']} tokens at {row['tokens_per_s']} tok/s "
+                  f"(engine start {row['start_s']} s)", highlight=False)
+    out.print(f"CPU: {cpu_model()}; native bf16: {'yes' if r['native_bf16'] else 'no'}; engine.dtype auto -> {r['auto']}",
+              highlight=False)
 
 
 @bench_app.command("scale")

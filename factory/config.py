@@ -86,6 +86,13 @@ class SourceConfig(_Strict):
             raise ValueError("source: give exactly one of source.path (local files) or source.dataset (Hub dataset)")
         return self
 
+    @property
+    def label(self) -> str:
+        """The source as messages name it: a file name, or a Hub dataset id."""
+        if self.dataset is not None:
+            return self.dataset + (f" ({self.config})" if self.config else "")
+        return self.path.name
+
 
 class PromptConfig(_Strict):
     """The user turn sent to the model; the engine applies the chat template."""
@@ -127,7 +134,7 @@ class EngineConfig(_Strict):
     request_timeout_s: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
     max_model_len: int = Field(default=2048, ge=64)
-    dtype: str = "bfloat16"
+    dtype: str = Field(default="auto", description="auto: the engine's choice on GPU; on CPU bf16 only where the CPU computes it natively, else float32")
     seed: int = 0
     tensor_parallel_size: int = Field(default=1, ge=1)
     data_parallel_size: int = Field(default=1, ge=1)
@@ -261,14 +268,18 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {loc}: {msg}{tail}"
 
 
-def load_job(path: str | Path, overrides: list[str] | None = None, output_dir: str | Path | None = None) -> JobConfig:
-    """Read, override and validate a job file; raise ConfigError on any problem."""
-    path = Path(path)
-    if not path.is_file():
-        found = assets.find("jobs", str(path))
-        if found is None:
-            raise ConfigError(f"job file not found: {path}")
-        path = found
+def _find_job(path: Path, near: Path | None = None) -> Path:
+    """A job file by path (relative to `near`, then cwd), else a shipped one in jobs/."""
+    for candidate in ([near / path] if near is not None and not path.is_absolute() else []) + [path]:
+        if candidate.is_file():
+            return candidate
+    found = assets.find("jobs", str(path))
+    if found is None or not found.is_file():
+        raise ConfigError(f"job file not found: {path}")
+    return found
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -277,6 +288,62 @@ def load_job(path: str | Path, overrides: list[str] | None = None, output_dir: s
         raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: sections merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+# settings that name files, relative to the job file that sets them
+_FILE_KEYS = (("source", "path"), ("prompt", "template"), ("verify", "rules"), ("verify", "judge", "template"))
+
+
+def _anchor_files(data: dict[str, Any], folder: Path) -> None:
+    """Make a base job's relative file settings absolute, so they keep pointing
+    at its own folder once an overlay in another folder is merged on top."""
+    def anchored(value: Any) -> Any:
+        if not isinstance(value, str) or Path(value).is_absolute():
+            return value
+        candidate = folder / value
+        return str(candidate) if candidate.exists() or glob.glob(str(candidate)) else value
+
+    for keys in _FILE_KEYS:
+        node = data
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = anchored(node[keys[-1]])
+    deco = (data.get("source") or {}).get("decontaminate") if isinstance(data.get("source"), dict) else None
+    if isinstance(deco, dict) and isinstance(deco.get("benchmarks"), list):
+        deco["benchmarks"] = [anchored(b) for b in deco["benchmarks"]]
+
+
+def read_layers(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A job file with its `base:` chain merged underneath it (an overlay names
+    the job it varies, e.g. `base: ../openr1-math.yaml`, and overrides keys)."""
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: expected the path of a job file, got {base!r}")
+    base_path = _find_job(Path(base), path.parent).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise ConfigError(f"{path}: base: {base} includes itself ({' -> '.join(p.name for p in (*chain, path))})")
+    under = read_layers(base_path, (*chain, path.resolve()))
+    _anchor_files(under, base_path.parent)
+    return merge(under, data)
+
+
+def load_job(path: str | Path, overrides: list[str] | None = None, output_dir: str | Path | None = None) -> JobConfig:
+    """Read, override and validate a job file; raise ConfigError on any problem."""
+    path = _find_job(Path(path))
+    data = read_layers(path)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(data, key, value)
     if output_dir is not None:

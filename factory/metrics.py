@@ -81,6 +81,10 @@ class RunStats:
         for i, k in enumerate(counts.get("latency_buckets", [])):
             self.latency_buckets[i] += k
 
+    def start_clock(self) -> None:
+        """Throughput is measured from here: the engines are up."""
+        self.started_at = time.time()
+
     def tick(self) -> None:
         self.elapsed_s = time.time() - self.started_at
 

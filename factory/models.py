@@ -8,6 +8,7 @@ engine as is (a local folder or a Hub id the engine can load).
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -43,7 +44,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     src_dir, name = str(gguf.parent), gguf.name
     loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, dtype=torch.float32)
@@ -76,6 +77,11 @@ def ensure_model(name: str, log=print) -> str:
     target = builtin_dir(name)
     if (target / "factory-model.json").is_file():
         return str(target)
-    log(f"converting {SMOLLM2_GGUF} to HF safetensors in {target} (once, ~30 s)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    return str(convert_gguf(_gguf_file(), target))
+    # replicas on one node (or on a shared filesystem) may all ask at once: one converts
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "factory-model.json").is_file():
+            log(f"converting {SMOLLM2_GGUF} to HF safetensors in {target} (once, ~30 s)")
+            convert_gguf(_gguf_file(), target)
+    return str(target)

@@ -99,7 +99,8 @@ class Coordinator:
 
     def __init__(self, backend: ReplicaBackend, replicas: int, chunks: Iterator[Chunk],
                  on_result: Callable[[Chunk, dict[str, Any]], None], inflight: int = 2,
-                 max_restarts: int = 8, max_attempts: int = 3, log: Callable[[str], None] = print):
+                 max_restarts: int = 8, max_attempts: int = 3, log: Callable[[str], None] = print,
+                 on_first_ready: Callable[[], None] = lambda: None):
         self.backend = backend
         self.slots = [_Slot(i) for i in range(replicas)]
         self.chunks = chunks
@@ -108,6 +109,7 @@ class Coordinator:
         self.max_restarts = max_restarts
         self.max_attempts = max_attempts
         self.log = log
+        self.on_first_ready = on_first_ready
         self.restarts = 0
         self.resent = 0
         self._retry: deque[Chunk] = deque()
@@ -148,8 +150,9 @@ class Coordinator:
                 return
             slot.inflight += 1
             self._chunks_out += 1
-            if slot.inflight >= self.inflight:
-                del self._idle[slot]
+            del self._idle[slot]
+            if slot.inflight < self.inflight:
+                self._idle[slot] = None  # to the back: the next chunk goes to the next replica with room
             self._spawn(self.backend.process(slot.handle, chunk), slot, chunk)
 
     async def _replace(self, slot: _Slot, exc: BaseException, starting: bool) -> None:
@@ -178,6 +181,8 @@ class Coordinator:
             raise exc
         if chunk is None:  # a start finished
             if exc is None:
+                if not self._any_ready:
+                    self.on_first_ready()
                 slot.handle, slot.ready, self._any_ready = task.result(), True, True
                 self._idle[slot] = None
             elif epoch == slot.epoch:
@@ -315,6 +320,7 @@ class EngineReplica:
         self.out = self.job.output.dir
         self._stack = None
         self.worker = None
+        self.node: str | None = None
         self.sem: asyncio.Semaphore | None = None
 
     def _log(self, msg: str) -> None:
@@ -343,7 +349,10 @@ class EngineReplica:
         cascade = Cascade(job.verify, judge_engine, rules=RayRules(self.verifiers, job.verify.preset))
         self.worker = ProblemWorker(job, engine, cascade)
         self.sem = asyncio.Semaphore(job.engine.max_concurrency)
-        return {"node": socket.gethostname(), "pid": os.getpid(),
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
+        return {"node": socket.gethostname(), "node_id": self.node, "pid": os.getpid(),
                 "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
     def _pin_cpu_engine(self) -> None:
@@ -376,7 +385,7 @@ class EngineReplica:
             data.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(write_shard, data, shard, rows)
         return {"file": f"data/{shard}" if rows else None, "uuids": [r["uuid"] for r in rows],
-                "stats": stats.counts(), "replica": self.index}
+                "stats": stats.counts(), "replica": self.index, "node": self.node}
 
     async def stop(self) -> None:
         if self._stack is not None:
@@ -534,7 +543,8 @@ class RayBackend(ReplicaBackend):
         except BaseException:
             await self.kill(handle)
             raise
-        self.log(f"replica {index} ready on {info['node']} (pid {info['pid']}"
+        node = f", Ray node {info['node_id'][:12]}" if info.get("node_id") else ""
+        self.log(f"replica {index} ready on {info['node']}{node} (pid {info['pid']}"
                  f"{', GPUs ' + info['gpus'] if info['gpus'] else ''})")
         return handle
 
@@ -586,7 +596,7 @@ class RayRunner(Runner):
             self._fresh_stats()
             coord = self._coord = Coordinator(RayBackend(self.job, p, verifiers, log=self.log), p.replicas, chunks,
                                               self._on_chunk, sc.inflight_chunks, sc.max_replica_restarts,
-                                              sc.max_chunk_attempts, self.log)
+                                              sc.max_chunk_attempts, self.log, on_first_ready=self.stats.start_clock)
             await coord.run()
         finally:
             if coord is not None:
@@ -603,7 +613,8 @@ class RayRunner(Runner):
 
     def _on_chunk(self, chunk: Chunk, summary: dict[str, Any]) -> None:
         if summary["file"]:
-            self.store.commit(summary["file"], summary["uuids"], replica=summary.get("replica"))
+            self.store.commit(summary["file"], summary["uuids"], replica=summary.get("replica"),
+                              node=summary.get("node"))
         self.stats.merge(summary["stats"])
         self.stats.tick()
         self.on_progress(self.stats, self.total)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -126,6 +127,36 @@ def hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
                HF_DATASETS_OFFLINE="0", HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
                HF_HUB_DISABLE_PROGRESS_BARS="1")
     return env
+
+
+def client(script: str, tmp_path: Path, hub, *args) -> dict:
+    """Run a Hub client script in its own process (Xet off before import); its `RESULT {json}` line."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], capture_output=True,
+                          text=True, env=hub_env(tmp_path, hub.url), timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"{proc.stdout}\n{proc.stderr[-4000:]}"
+    return json.loads(lines[-1][7:])
+
+
+UPLOAD = """
+from huggingface_hub import HfApi
+import sys
+api = HfApi()
+api.create_repo(sys.argv[2], repo_type="dataset", exist_ok=True)
+api.upload_folder(folder_path=sys.argv[1], repo_id=sys.argv[2], repo_type="dataset")
+print("RESULT {}")
+"""
+
+
+def publish_rows(tmp_path: Path, hub, repo: str, rows: list[dict]) -> None:
+    """A dataset repo on the local Hub holding `rows` as one Parquet shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / f"publish-{repo.replace('/', '-')}"
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000-of-00001.parquet")
+    client(UPLOAD, tmp_path, hub, folder, repo)
 
 
 @pytest.fixture

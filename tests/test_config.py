@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE, run_factory, write_job
+import yaml
+
+from conftest import ROOT, SAMPLE, run_factory, write_job
 from factory.config import ConfigError, load_job, parse_overrides
 
 
@@ -74,3 +76,53 @@ JOBS = sorted(p for p in (Path(__file__).parent.parent / "jobs").rglob("*.yaml")
 @pytest.mark.parametrize("path", JOBS, ids=lambda p: p.name)
 def test_every_shipped_job_file_is_valid(path):
     assert load_job(path).name
+
+
+def test_overlay_job_varies_a_base_job(tmp_path):
+    """`base:` names the job an overlay varies: sections merge key by key,
+    and the base's relative files stay relative to the base's own folder."""
+    base_dir, over_dir = tmp_path / "recipes", tmp_path / "mine"
+    (base_dir / "data").mkdir(parents=True)
+    over_dir.mkdir()
+    (base_dir / "data" / "p.jsonl").write_text(SAMPLE.read_text())
+    (base_dir / "my.jinja").write_text("{{ problem }}\n")
+    (base_dir / "recipe.yaml").write_text(yaml.safe_dump({
+        "name": "recipe", "source": {"path": "data/p.jsonl", "include_sources": ["cn_k12", "olympiads"]},
+        "prompt": {"template": "my.jinja"}, "sampling": {"n": 4, "max_tokens": 16384, "stop": ["x", "y"]},
+        "engine": {"backend": "vllm-server", "model": "big", "max_concurrency": 256}}))
+    (over_dir / "small.yaml").write_text(yaml.safe_dump({
+        "base": "../recipes/recipe.yaml", "name": "small",
+        "source": {"include_sources": ["cn_k12"]}, "sampling": {"max_tokens": 64, "stop": ["z"]},
+        "engine": {"model": "smollm2-135m"}}))
+    job = load_job(over_dir / "small.yaml")
+    assert job.name == "small" and job.source.path == (base_dir / "data" / "p.jsonl").resolve()
+    assert job.source.include_sources == ["cn_k12"] and job.sampling.stop == ["z"]  # lists are replaced
+    assert (job.sampling.n, job.sampling.max_tokens) == (4, 64)
+    assert (job.engine.model, job.engine.max_concurrency, job.engine.backend) == ("smollm2-135m", 256, "vllm-server")
+    assert Path(job.prompt.template) == (base_dir / "my.jinja")
+    # overrides still go on top of both layers
+    assert load_job(over_dir / "small.yaml", ["sampling.n=1"]).sampling.n == 1
+
+
+def test_overlay_errors_name_the_file(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("base: b.yaml\n")
+    b.write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_job(a)
+    a.write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="job file not found: nowhere.yaml"):
+        load_job(a)
+    a.write_text("base: [1, 2]\n")
+    with pytest.raises(ConfigError, match="base: expected the path of a job file"):
+        load_job(a)
+
+
+def test_rehearsal_overlay_is_the_recipe_with_small_models():
+    recipe = load_job(ROOT / "jobs" / "openr1-math.yaml")
+    small = load_job(ROOT / "jobs" / "openr1-math-rehearsal.yaml")
+    assert small.source.dataset == recipe.source.dataset and small.sampling.n == recipe.sampling.n
+    assert small.source.include_question_types == recipe.source.include_question_types
+    assert small.scale.mode == recipe.scale.mode == "ray" and small.verify.judge.engine.backend == "openai"
+    assert (recipe.engine.backend, small.engine.backend) == ("sglang-server", "vllm-server")
+    assert small.engine.model == "smollm2-135m" and small.output.push is not None

@@ -2,14 +2,14 @@
 it back with `datasets`, and a real TRL SFT step on what was pushed."""
 
 import json
+import math
 import subprocess
-import sys
-import textwrap
 
 import datasets
 import pytest
+import yaml
 
-from conftest import HUB_TOKEN, hub_env, run_factory
+from conftest import HUB_TOKEN, client, hub_env, publish_rows, run_factory
 from factory.hub import sha256_of
 from test_run_fake import fake_job
 
@@ -21,14 +21,6 @@ def run_out(tmp_path, fake_server):
     out = tmp_path / "out"
     run_factory("run", fake_job(tmp_path, fake_server(), out, output={"shard_rows": 6}), check=True)
     return out
-
-
-def client(script: str, tmp_path, hub, *args) -> dict:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], capture_output=True,
-                          text=True, env=hub_env(tmp_path, hub.url), timeout=600)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"{proc.stdout}\n{proc.stderr[-4000:]}"
-    return json.loads(lines[-1][7:])
 
 
 LOAD = """
@@ -89,33 +81,18 @@ def test_push_to_a_branch(tmp_path, hub, run_out):
     assert hub.branch_head(REPO, "v1") != hub.branch_head(REPO, "main")
 
 
-SFT = """
-import json, math, sys
-import datasets
-from trl import SFTConfig, SFTTrainer
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from factory.models import ensure_model
-
-ds = datasets.load_dataset(sys.argv[1], "default", split="train")
-path = ensure_model("smollm2-135m")
-model = AutoModelForCausalLM.from_pretrained(path)
-tok = AutoTokenizer.from_pretrained(path)
-cfg = SFTConfig(output_dir=sys.argv[2], max_steps=2, per_device_train_batch_size=2, learning_rate=5e-5,
-                warmup_steps=1, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, bf16=False,
-                max_length=512)
-trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds.select_columns(["messages"]), processing_class=tok)
-result = trainer.train()
-losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-print("RESULT " + json.dumps({"loss": result.training_loss, "losses": losses, "rows": len(ds)}))
-"""
-
-
 @pytest.mark.slow
-def test_trl_sft_runs_on_the_pushed_dataset(tmp_path, hub, run_out):
+def test_trl_sft_cli_trains_on_the_pushed_dataset(tmp_path, hub, run_out):
+    """The shipped SFT recipe through TRL's own command line, with only the
+    model and the size overridden (the rehearsal runs the same command)."""
+    from rehearsal import sft_command, sft_losses
+
     assert push(tmp_path, hub, run_out).returncode == 0
-    got = client(SFT, tmp_path, hub, REPO, tmp_path / "sft")
-    assert got["rows"] > 0 and len(got["losses"]) == 2
-    assert all(math_ok for math_ok in (v == v and abs(v) != float("inf") for v in got["losses"]))
+    proc = subprocess.run(sft_command(REPO, "default", tmp_path / "sft"), capture_output=True, text=True,
+                          env=hub_env(tmp_path, hub.url), timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    losses = sft_losses(proc.stdout + proc.stderr)
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
 
 
 def test_run_pushes_when_the_job_says_so(tmp_path, hub, fake_server):
@@ -126,29 +103,34 @@ def test_run_pushes_when_the_job_says_so(tmp_path, hub, fake_server):
     assert len(client(LOAD, tmp_path, hub, REPO)["all"]["uuids"]) == 48
 
 
-UPLOAD = """
-import json, sys
-from huggingface_hub import HfApi
-api = HfApi()
-api.create_repo(sys.argv[2], repo_type="dataset", exist_ok=True)
-api.upload_folder(folder_path=sys.argv[1], repo_id=sys.argv[2], repo_type="dataset")
-print("RESULT {}")
-"""
-
-
 def test_prepare_streams_a_hub_dataset_by_name(tmp_path, hub):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from conftest import sample_rows
 
-    folder = tmp_path / "problems"
-    (folder / "data").mkdir(parents=True)
-    rows = sample_rows(10) + sample_rows(1)
-    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000.parquet")
-    client(UPLOAD, tmp_path, hub, folder, "org/problems")
+    publish_rows(tmp_path, hub, "org/problems", sample_rows(10) + sample_rows(1))
     out = tmp_path / "prep"
     run_factory("prepare", "org/problems", "-o", out, "--set", "split=train", env=hub_env(tmp_path, hub.url), check=True)
     report = json.loads((out / "report.json").read_text())
     assert (report["read"], report["accepted"], report["rejected_by_reason"]) == (11, 10, {"duplicate_exact": 1})
     assert hub.calls("resolve") > 0  # the rows really came from the Hub server
+
+
+LOAD_DECLARED = """
+import json, sys, datasets
+names = datasets.get_dataset_config_names(sys.argv[1])
+print("RESULT " + json.dumps({n: len(datasets.load_dataset(sys.argv[1], n, split="train")) for n in names}))
+"""
+
+
+def test_nothing_verified_still_pushes_configs_that_all_load(tmp_path, hub, fake_server):
+    """A run (or a hard problem set) with no verified trace yet: the card
+    declares only configs that have files, so every one of them loads."""
+    from conftest import sample_rows
+
+    out = tmp_path / "out"
+    rows = [dict(r, answer="987654321") for r in sample_rows(6)]  # the fake server never says that
+    run_factory("run", fake_job(tmp_path, fake_server(), out, rows=rows), check=True)
+    card = (out / "README.md").read_text()
+    assert [c["config_name"] for c in yaml.safe_load(card.split("---")[1])["configs"]] == ["all"]
+    assert "`default` config" in card and "not declared" in card
+    assert push(tmp_path, hub, out).returncode == 0
+    assert client(LOAD_DECLARED, tmp_path, hub, REPO) == {"all": 6}

@@ -145,7 +145,7 @@ def test_ray_run_matches_local_and_survives_a_killed_replica(tmp_path, fake_serv
     pids, lines = {}, []
     for line in proc.stdout:
         lines.append(line)
-        if m := re.search(r"replica (\d) ready on \S+ \(pid (\d+)", line):
+        if m := re.search(r"replica (\d) ready on .*?\(pid (\d+)", line):
             pids[int(m.group(1))] = int(m.group(2))
         if len(pids) == 4:
             break
@@ -210,7 +210,7 @@ def test_gpu_replicas_get_placement_groups_on_one_node(tmp_path, fake_server):
         proc = run_factory("run", job, "--ray", f"127.0.0.1:{port}", env=env, check=True)
     log = " ".join((proc.stdout + proc.stderr).split())
     assert "scale: 2 replica(s) x 2 GPU(s)" in log
-    devices = sorted(re.findall(r"replica \d ready on \S+ \(pid \d+, GPUs ([\d,]+)\)", log))
+    devices = sorted(re.findall(r"replica \d ready on .*?\(pid \d+, GPUs ([\d,]+)\)", log))
     assert len(devices) == 2 and sorted(d for pair in devices for d in pair.split(",")) == ["0", "1", "2", "3"]
     assert len(set(read_uuids(out))) == len(read_uuids(out)) == 48
 

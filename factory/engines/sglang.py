@@ -14,6 +14,7 @@ import sys
 from factory.config import SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult
 from factory.engines.managed import EngineStartError, ManagedServerEngine
+from factory.engines.platform import resolve_dtype
 from factory.models import ensure_model
 
 
@@ -50,7 +51,7 @@ class SGLangServerEngine(ManagedServerEngine):
             sys.executable, "-m", "sglang.launch_server",
             "--model-path", model_path, "--host", "127.0.0.1", "--port", str(port),
             "--served-model-name", self.model_name, "--random-seed", str(c.seed),
-            "--context-length", str(c.max_model_len), "--dtype", c.dtype,
+            "--context-length", str(c.max_model_len), "--dtype", resolve_dtype(c.dtype),
             "--tp-size", str(c.tensor_parallel_size), "--dp-size", str(c.data_parallel_size),
         ]
         if c.gpu_memory_utilization is not None:
@@ -82,7 +83,7 @@ class SGLangOfflineEngine(Engine):
         path = await asyncio.to_thread(ensure_model, c.model, self.log)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs = dict(model_path=path, tp_size=c.tensor_parallel_size, dp_size=c.data_parallel_size,
-                      random_seed=c.seed, context_length=c.max_model_len, dtype=c.dtype)
+                      random_seed=c.seed, context_length=c.max_model_len, dtype=resolve_dtype(c.dtype))
         if c.gpu_memory_utilization is not None:
             kwargs["mem_fraction_static"] = c.gpu_memory_utilization
         kwargs.update(c.engine_kwargs)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from factory.config import SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult
+from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
 from factory.models import ensure_model
 
 
@@ -41,12 +42,18 @@ class VLLMOfflineEngine(Engine):
         return self.cfg.served_model_name or Path(self.cfg.model).name
 
     def _make_llm(self, model_path: str):
+        c = self.cfg
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        single = single_process_cpu_engine(c.tensor_parallel_size, c.data_parallel_size)
+        for key, value in (INPROCESS_ENV if single else {}).items():
+            os.environ.setdefault(key, value)  # read by vLLM when it builds the engine
+        os.environ.update(c.env)
         from vllm import LLM
 
-        c = self.cfg
-        kwargs = dict(model=model_path, dtype=c.dtype, max_model_len=c.max_model_len, seed=c.seed,
+        kwargs = dict(model=model_path, dtype=resolve_dtype(c.dtype), max_model_len=c.max_model_len, seed=c.seed,
                       enforce_eager=c.enforce_eager, tensor_parallel_size=c.tensor_parallel_size)
+        if single:
+            kwargs["distributed_executor_backend"] = "uni"
         if c.gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
         kwargs.update(c.engine_kwargs)

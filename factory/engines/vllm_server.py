@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
 from factory.engines.managed import EngineDeadError, EngineStartError, ManagedServerEngine
 
 __all__ = ["VLLMServerEngine", "EngineStartError", "EngineDeadError"]
@@ -23,7 +24,7 @@ class VLLMServerEngine(ManagedServerEngine):
         cmd = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", model_path, "--host", "127.0.0.1", "--port", str(port),
-            "--dtype", c.dtype, "--max-model-len", str(c.max_model_len),
+            "--dtype", resolve_dtype(c.dtype), "--max-model-len", str(c.max_model_len),
             "--served-model-name", self.model_name, "--seed", str(c.seed),
             "--max-num-seqs", str(max(c.max_concurrency * self.sampling.n, 16)),
             "--tensor-parallel-size", str(c.tensor_parallel_size),
@@ -34,7 +35,13 @@ class VLLMServerEngine(ManagedServerEngine):
             cmd += ["--gpu-memory-utilization", str(c.gpu_memory_utilization)]
         if "--no-enforce-eager" not in c.extra_args and c.enforce_eager:
             cmd.append("--enforce-eager")
+        if self._single_process() and "--distributed-executor-backend" not in c.extra_args:
+            cmd += ["--distributed-executor-backend", "uni"]
         return cmd + [a for a in c.extra_args if a != "--no-enforce-eager"]
 
+    def _single_process(self) -> bool:
+        return single_process_cpu_engine(self.cfg.tensor_parallel_size, self.cfg.data_parallel_size)
+
     def default_env(self) -> dict[str, str]:
-        return {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+        env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+        return {**env, **INPROCESS_ENV} if self._single_process() else env

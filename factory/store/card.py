@@ -79,8 +79,12 @@ def render_card(out: Path, repo_id: str, job: dict[str, Any], schema, license: s
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.globals["pct"] = _pct
     tpl = env.from_string(CARD_TEMPLATE.read_text(encoding="utf-8"))
+    configs = [dict(name=name, folder=folder, rows=rows, what=what) for name, folder, rows, what in (
+        ("default", "default", stats["problems_with_correct"], "problems with at least one verified-correct generation"),
+        ("all", "data", stats["problems"], "every problem generated"),
+    ) if rows]  # a config without files would make `load_dataset` fail for every config
     return tpl.render(
-        license=license, size_category=size_category(stats["problems"]), title=repo_id.split("/")[-1],
+        configs=configs, license=license, size_category=size_category(stats["problems"]), title=repo_id.split("/")[-1],
         repo_id=repo_id, stats=stats, sampling=job["sampling"], job=job, model=model, judge_model=stats["judge_model"],
         prompt_text=prompt.read_text(encoding="utf-8").strip() if prompt else job["prompt"]["template"],
         features=[{"name": f.name, "type": str(f.type)} for f in schema],

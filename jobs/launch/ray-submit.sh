@@ -10,7 +10,9 @@
 # image with `pip install -e .[ray]`). The output folder (-o, default
 # ./out/JOB_NAME beside the caller, or FACTORY_OUTPUT) must be one every
 # node can write: replicas write their shards there directly.
-# Extra environment for the job: FACTORY_RUNTIME_ENV_VARS='{"HF_TOKEN": "..."}'.
+# Extra environment for the job: FACTORY_RUNTIME_ENV_VARS='{"HF_TOKEN": "..."}' (by default
+# FACTORY_CACHE, the model cache, is this project's .cache: on a shared filesystem, every
+# node finds the converted models there instead of converting them in the job's copy).
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -23,7 +25,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 address=${RAY_ADDRESS:-http://127.0.0.1:8265}
 ray_bin=${RAY_BIN:-ray}
 python_bin=${FACTORY_PYTHON:-python}
-env_vars=${FACTORY_RUNTIME_ENV_VARS:-"{}"}
+# the model cache stays the project's own (a shared filesystem), not the job's temporary copy
+env_vars=${FACTORY_RUNTIME_ENV_VARS:-"{\"FACTORY_CACHE\": \"${FACTORY_CACHE:-$root/.cache}\"}"}
 
 # the job file travels inside the working dir when it is in the project;
 # otherwise pass an absolute path that the head node can read
