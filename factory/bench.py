@@ -400,3 +400,52 @@ def bench_scale_ray(replicas: int = 8, chunk: int = 64, chunks: int = 3000, infl
     cps = r["chunks"] / r["wall_s"]
     return {"replicas": replicas, "chunk": chunk, "chunks_per_s": round(cps), "problems_per_s": round(cps * chunk),
             "driver_cpu_share": round(r["cpu_s"] / r["wall_s"], 2)}
+
+
+def bench_decontam(rows: int = 20_000, benchmarks: list[str] | None = None, seed: int = 0) -> dict:
+    """Both decontamination rules on factory/data/decontam/labelled.jsonl (caught / flagged per split
+    and kind, against all shipped benchmarks) and their speed on `rows` synthetic problems."""
+    import json
+    import tempfile
+    from collections import Counter
+    from pathlib import Path
+
+    from factory.decontam import LABELLED, RULES, SHIPPED, Decontaminator
+
+    labelled = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rules = {r: Decontaminator(list(SHIPPED), 8, rule=r) for r in RULES}
+    total, flagged, right = Counter(), Counter(), Counter()
+    for row in labelled:
+        key = (row["split"], row["kind"])
+        total[key] += 1
+        for name, deco in rules.items():
+            hit = deco.check(row["problem"])
+            if hit:
+                flagged[(name, *key)] += 1
+                right[(name, *key)] += hit.label == row.get("benchmark_id")
+    table = {split: {kind: {"rows": total[(split, kind)],
+                            **{name: {"flagged": flagged[(name, split, kind)], "right_item": right[(name, split, kind)]}
+                               for name in rules}}
+                     for kind in ("copied", "reworded", "clean_similar")}
+             for split in ("dev", "heldout")}
+    # speed: the bench-prepare synthetic source, and MATH-style rows (the clean labelled problems, numbers varied)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "synthetic.jsonl"
+        synthetic_source(src, rows, seed)
+        synthetic = [json.loads(line)["problem"] for line in src.read_text(encoding="utf-8").splitlines() if line.startswith("{\"")]
+    rng = random.Random(seed)
+    clean = [r["problem"] for r in labelled if r["kind"] == "clean_similar"]
+    mathy = [rng.choice(clean).replace("3", str(rng.randint(10, 99)), 1) for _ in range(rows)]
+    speed = {}
+    for name in RULES:
+        t = time.perf_counter()
+        deco = Decontaminator(benchmarks or ["math500", "aime2024", "aime2025", "amc2023"], 8, rule=name)
+        speed[name] = {"init_s": round(time.perf_counter() - t, 2)}
+        for label, data in (("synthetic", synthetic), ("math_style", mathy)):
+            best = 0.0
+            for _ in range(3):  # best of 3, in CPU seconds: the machine may be shared
+                t = time.process_time()
+                hits = sum(1 for p in data if deco.check(p))
+                best = max(best, len(data) / max(time.process_time() - t, 1e-9))
+            speed[name][label] = {"rows": len(data), "rows_per_s": round(best), "flagged": hits}
+    return {"labelled": table, "speed": speed}

@@ -249,7 +249,8 @@ def verify(
     judge_model: Optional[str] = typer.Option(None, help="LLM judge model for rule rejects"),
     judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible URL of the judge"),
     judge_backend: Optional[str] = typer.Option(None, help="openai | vllm-server (default: openai if a URL is given)"),
-    calibrate: bool = typer.Option(False, "--calibrate", help="score raw Math-Verify and the cascade on verifiers/calibration.jsonl"),
+    calibrate: bool = typer.Option(False, "--calibrate", help="score raw Math-Verify and the cascade on the labelled sets in verifiers/"),
+    cases: Optional[list[Path]] = typer.Option(None, "--cases", help="with --calibrate: labelled jsonl file(s) instead of verifiers/*.jsonl"),
 ) -> None:
     """Run the verification cascade on a file, standalone (or --calibrate)."""
     import asyncio
@@ -267,24 +268,23 @@ def verify(
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=True)
     if calibrate:
+        for path in cases or []:
+            if not path.is_file():
+                fail(f"--cases {path}: file not found")
         task = progress.add_task("calibration cases", total=None)
 
         async def go_cal():
             async with maybe_engine(engine) as judge:
-                return await run_calibration(cfg, judge, on_progress=lambda d, t: progress.update(task, completed=d, total=t))
+                return await run_calibration(cfg, judge, cases or None,
+                                             on_progress=lambda d, t: progress.update(task, completed=d, total=t))
 
-        with progress:
-            scores, mistakes = asyncio.run(go_cal())
-        t = Table(title=f"calibration ({preset} preset{' + judge' if engine else ''} vs raw Math-Verify)")
-        for col in ("category", "cases", "raw acc", "raw FP", "raw FN", "ours acc", "ours FP", "ours FN"):
-            t.add_column(col, justify="left" if col == "category" else "right", no_wrap=True)
-        for cat in sorted(scores, key=lambda c: (c == "ALL", c)):
-            s = scores[cat]
-            t.add_row(cat, str(s.n), f"{100 * s.raw_right / s.n:.1f}%", str(s.raw_fp), str(s.raw_fn),
-                      f"{100 * s.ours_right / s.n:.1f}%", str(s.fp), str(s.fn))
-        out.print(t)
-        if mistakes:
-            out.print(f"{len(mistakes)} cases the cascade gets wrong: " + ", ".join(m["id"] for m in mistakes))
+        try:
+            with progress:
+                results = asyncio.run(go_cal())
+        except VerifyInputError as exc:
+            fail(str(exc))
+        for res in results:
+            _print_calibration(res, f"{preset} preset{' + judge' if engine else ''}")
         return
     if src is None or output is None:
         fail("give an input file and -o OUTPUT (or --calibrate)")
@@ -307,6 +307,29 @@ def verify(
     status = ", ".join(f"{k}={v}" for k, v in sorted(counts.status.items())) or "-"
     out.print(f"{counts.rows} rows, {counts.generations} generations: {counts.correct} correct; "
               f"status {status}; judged {counts.judged}; rejected rows {counts.rejected} -> {output}", highlight=False)
+
+
+def _print_calibration(res, what: str) -> None:
+    """Raw Math-Verify and the cascade side by side per category, then every case where they disagree."""
+    t = Table(title=f"{res.path.name}: {what} vs raw Math-Verify")
+    for col in ("category", "cases", "raw acc", "raw FP", "raw FN", "ours acc", "ours FP", "ours FN", "raw right, ours wrong"):
+        t.add_column(col, justify="left" if col == "category" else "right", no_wrap=True)
+    for cat in sorted(res.scores, key=lambda c: (c == "ALL", c)):
+        s = res.scores[cat]
+        t.add_row(cat, str(s.n), f"{100 * s.raw_right / s.n:.1f}%", str(s.raw_fp), str(s.raw_fn),
+                  f"{100 * s.ours_right / s.n:.1f}%", str(s.fp), str(s.fn), str(s.lost))
+    out.print(t)
+    if res.disagreements:
+        d = Table(title=f"{res.path.name}: {len(res.disagreements)} case(s) where the cascade and raw Math-Verify disagree")
+        for col in ("id", "category", "gold", "cascade read", "cascade", "raw", "label", "right"):
+            d.add_column(col, overflow="fold")
+        for e in res.disagreements:
+            d.add_row(e["id"], e["category"], str(e["gold"]), str(e["extracted"]), str(e["cascade"]), str(e["raw"]),
+                      str(e["label"]), "cascade" if e["cascade"] == e["label"] else "raw")
+        out.print(d)
+    if res.mistakes:
+        out.print(f"{len(res.mistakes)} case(s) the cascade gets wrong: " + ", ".join(m["id"] for m in res.mistakes),
+                  highlight=False)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
@@ -414,6 +437,31 @@ def bench_prepare_cmd(
     out.print(f"prepare {r['read']} rows: {r['accepted']} accepted, rejected {r['rejected_by_reason']}; "
               f"{r['seconds']:.1f} s ({r['read'] / r['seconds']:.0f} rows/s), peak RSS {r['peak_rss_mb']:.0f} MB",
               highlight=False)
+
+
+@bench_app.command("decontam")
+def bench_decontam_cmd(
+    rows: int = typer.Option(20_000, min=100, help="synthetic rows for the speed figure"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
+) -> None:
+    """Decontamination: caught / falsely flagged on the labelled set, our rule against open-r1's plain 8-gram rule."""
+    from factory.bench import bench_decontam
+
+    r = bench_decontam(rows)
+    if as_json:
+        out.print_json(data=r)
+        return
+    for split, kinds in r["labelled"].items():
+        table = Table(title=f"labelled set, {split} split (against all shipped benchmarks)")
+        for col in ("kind", "rows", "plain 8-gram flagged", "evidence flagged"):
+            table.add_column(col, justify="left" if col == "kind" else "right")
+        for kind, c in kinds.items():
+            what = "falsely flagged" if kind == "clean_similar" else "caught"
+            table.add_row(f"{kind} ({what})", str(c["rows"]), str(c["ngram"]["flagged"]), str(c["evidence"]["flagged"]))
+        out.print(table)
+    for name, s in r["speed"].items():
+        out.print(f"{name}: " + ", ".join(f"{k} {v['rows_per_s']} rows per CPU-second" for k, v in s.items() if isinstance(v, dict))
+                  + f" (index built in {s['init_s']} s)", highlight=False)
 
 
 @model_app.command("prepare")

@@ -51,6 +51,9 @@ class DecontamConfig(_Strict):
     benchmarks: list[str] = Field(default_factory=lambda: ["math500", "aime2024", "aime2025", "amc2023"],
                                   description="shipped names (factory/data/benchmarks) or jsonl paths")
     ngram: int = Field(default=8, ge=3)
+    rule: Literal["evidence", "ngram"] = Field(
+        default="evidence", description="evidence: enough informative shared text with one item, instruction "
+        "boilerplate ignored; ngram: any shared n-gram (open-r1)")
 
 
 class SourceConfig(_Strict):

@@ -74,7 +74,8 @@ def prepare_to_dir(cfg: SourceConfig, out: Path, on_progress: Callable[[PrepareR
     out.mkdir(parents=True, exist_ok=True)
     report = PrepareReport()
     tick = on_progress or (lambda r: None)
-    deco = Decontaminator(cfg.decontaminate.benchmarks, cfg.decontaminate.ngram) if cfg.decontaminate.enabled else None
+    deco = (Decontaminator(cfg.decontaminate.benchmarks, cfg.decontaminate.ngram, cfg.decontaminate.rule)
+            if cfg.decontaminate.enabled else None)
     d = cfg.dedup
     index = DedupIndex(out / ".work", d.exact, d.near, d.num_perm, d.bands, d.threshold, d.shingle_words)
     stage1 = _RowWriter(out / ".work" / "stage1.parquet")
@@ -88,9 +89,9 @@ def prepare_to_dir(cfg: SourceConfig, out: Path, on_progress: Callable[[PrepareR
             report.read += 1
             item = obj if isinstance(obj, Reject) else normalize_row(row_no, obj, cfg)
             if not isinstance(item, Reject) and deco is not None:
-                hit = deco.match(item["problem"])
+                hit = deco.check(item["problem"])
                 if hit:
-                    item = Reject(row_no, "contaminated", f"shares a {cfg.decontaminate.ngram}-gram with {hit}", item["uuid"])
+                    item = Reject(row_no, "contaminated", hit.detail(), item["uuid"])
             if isinstance(item, Reject):
                 reject(item)
             else:

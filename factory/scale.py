@@ -298,12 +298,10 @@ class RayRules:
         actor = self.actors[next(self._turn) % len(self.actors)]
         return await actor.run.remote(fn, *args)
 
-    async def averify(self, gold: str, answer: str | None, problem: str | None = None):
-        from factory.verify.rules import STATUS_NO_ANSWER, Verdict, check
+    async def agrade(self, gold: str, generation: str, finish_reason: str | None, problem: str | None = None):
+        from factory.verify.rules import check_generation
 
-        if answer is None:
-            return Verdict(STATUS_NO_ANSWER, False)
-        return await self.aschedule(check, gold, answer, problem)
+        return await self.aschedule(check_generation, gold, generation, finish_reason, problem)
 
     def close(self) -> None:
         pass

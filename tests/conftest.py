@@ -23,6 +23,7 @@ os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="factory-test-datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "jobs" / "data" / "numina-sample.jsonl"
+SAMPLE_PROBLEMS = 50  # the quickstart set: every row passes preparation (none is a benchmark copy)
 FACTORY = [sys.executable, "-m", "factory.cli"]
 RAY = str(Path(sys.executable).with_name("ray"))
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (the [ray] extra)")

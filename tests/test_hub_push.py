@@ -9,7 +9,7 @@ import datasets
 import pytest
 import yaml
 
-from conftest import HUB_TOKEN, client, hub_env, publish_rows, run_factory
+from conftest import HUB_TOKEN, client, hub_env, publish_rows, run_factory, SAMPLE_PROBLEMS
 from factory.hub import sha256_of
 from test_run_fake import fake_job
 
@@ -73,7 +73,7 @@ def test_partial_push_then_second_push_sends_only_the_rest(tmp_path, hub, run_ou
     landed = (len(shards) - 1) // 3 * 3
     assert f"{n_files - landed} file(s) uploaded" in second.stdout and f"{landed} already there" in second.stdout
     got = client(LOAD, tmp_path, hub, REPO)
-    assert len(got["all"]["uuids"]) == 48
+    assert len(got["all"]["uuids"]) == SAMPLE_PROBLEMS
 
 
 def test_push_to_a_branch(tmp_path, hub, run_out):
@@ -100,7 +100,7 @@ def test_run_pushes_when_the_job_says_so(tmp_path, hub, fake_server):
     job = fake_job(tmp_path, fake_server(), out, output={"push": {"repo_id": REPO, "private": True}})
     proc = run_factory("run", job, env=hub_env(tmp_path, hub.url), check=True)
     assert f"pushed to {REPO}@main" in proc.stdout
-    assert len(client(LOAD, tmp_path, hub, REPO)["all"]["uuids"]) == 48
+    assert len(client(LOAD, tmp_path, hub, REPO)["all"]["uuids"]) == SAMPLE_PROBLEMS
 
 
 def test_prepare_streams_a_hub_dataset_by_name(tmp_path, hub):

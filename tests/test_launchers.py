@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, needs_ray, ray_head, read_uuids, stop_ray, wait_for
+from conftest import ROOT, needs_ray, ray_head, read_uuids, stop_ray, wait_for, SAMPLE_PROBLEMS
 from factory.engines.managed import free_port
 from test_run_fake import fake_job
 
@@ -53,7 +53,7 @@ def test_slurm_script_brings_up_ray_and_runs_the_job(tmp_path, fake_server):
     assert proc.returncode == 0, log[-4000:]
     assert "1 Ray node(s) up" in log and "joined Ray at 127.0.0.1:" in log
     uuids = read_uuids(out)
-    assert len(uuids) == len(set(uuids)) == 48
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
 
 
 def test_ray_job_submit_launcher(tmp_path, fake_server):
@@ -76,4 +76,4 @@ def test_ray_job_submit_launcher(tmp_path, fake_server):
     assert proc.returncode == 0, log[-4000:]
     assert "succeeded" in log and "joined Ray at auto" in log, log[-3000:]
     uuids = read_uuids(out)
-    assert len(uuids) == len(set(uuids)) == 48
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS

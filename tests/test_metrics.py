@@ -8,7 +8,7 @@ import urllib.request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FACTORY, ROOT, wait_for
+from conftest import FACTORY, ROOT, wait_for, SAMPLE_PROBLEMS
 from factory.engines.managed import free_port
 from factory.metrics import RunStats, StatsCollector
 from factory.verify.cascade import GenVerdict
@@ -78,9 +78,9 @@ def test_live_scrapes_of_a_running_job(tmp_path, fake_server):
     assert f"metrics: http://127.0.0.1:{port}/metrics" in err
     final = json.loads((out / "metrics.json").read_text())["stats"]
     done = mid[("factory_problems_total", frozenset({("state", "done")}))]
-    assert 10 <= done <= final["problems_done"] == 48
+    assert 10 <= done <= final["problems_done"] == SAMPLE_PROBLEMS
     assert mid[("factory_generations_total", frozenset())] == 2 * done
-    assert mid[("factory_problems_pending", frozenset())] == 48 - done
+    assert mid[("factory_problems_pending", frozenset())] == SAMPLE_PROBLEMS - done
     assert 0 <= mid[("factory_in_flight", frozenset())] <= 2  # bounded by engine.max_concurrency
     assert mid[("factory_generation_latency_seconds_count", frozenset())] == done
     # the endpoint goes away with the run

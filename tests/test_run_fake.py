@@ -9,7 +9,7 @@ import subprocess
 import datasets
 import pytest
 
-from conftest import FACTORY, ROOT, manifest_shards, read_uuids, run_factory, sample_rows, wait_for, write_job, write_jsonl
+from conftest import FACTORY, ROOT, manifest_shards, read_uuids, run_factory, sample_rows, wait_for, write_job, write_jsonl, SAMPLE_PROBLEMS
 
 
 def fake_job(tmp_path, url, out, rows=None, **sections):
@@ -25,7 +25,7 @@ def test_full_run_writes_openr1_dataset(tmp_path, fake_server):
     proc = run_factory("run", fake_job(tmp_path, url, out), check=True)
     assert "run summary" in proc.stdout and "problems generated (this run)" in proc.stdout
     ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
-    assert len(ds) == 48 and len(set(ds["uuid"])) == 48  # 2 of 50 share an 8-gram with a benchmark
+    assert len(ds) == SAMPLE_PROBLEMS and len(set(ds["uuid"])) == SAMPLE_PROBLEMS  # none shares more than boilerplate with a benchmark
     assert all(len(g) == 2 for g in ds["generations"])
     # the fake server answers right about half the time: both verdicts occur
     counts = collections.Counter(c for row in ds["correctness_math_verify"] for c in row)
@@ -57,11 +57,11 @@ def test_interrupted_run_resumes_exactly(tmp_path, fake_server, sig):
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "run the same command to resume" in err
     partial = read_uuids(out)
-    assert 0 < len(partial) < 48
+    assert 0 < len(partial) < SAMPLE_PROBLEMS
 
     run_factory("run", job, check=True)
     resumed = read_uuids(out)
-    assert len(resumed) == len(set(resumed)) == 48, "a problem was generated twice or lost"
+    assert len(resumed) == len(set(resumed)) == SAMPLE_PROBLEMS, "a problem was generated twice or lost"
     assert set(resumed) == set(read_uuids(ref))
     assert set(partial) <= set(resumed)
 

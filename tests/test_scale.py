@@ -14,7 +14,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FACTORY, ROOT, needs_ray, ray_head, read_uuids, run_factory, wait_for
+from conftest import FACTORY, ROOT, needs_ray, ray_head, read_uuids, run_factory, wait_for, SAMPLE_PROBLEMS
 from factory.config import JobConfig
 from factory.pipeline import RunError
 from factory.scale import Coordinator, SeqLease, make_chunks, plan
@@ -156,7 +156,7 @@ def test_ray_run_matches_local_and_survives_a_killed_replica(tmp_path, fake_serv
     log = " ".join("".join(lines).split())  # the console wraps long lines
     assert "replica 1 failed (ActorDiedError" in log and "replacing it (1/8)" in log
     uuids = read_uuids(out)
-    assert len(uuids) == len(set(uuids)) == 48, "a problem was lost or stored twice"
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS, "a problem was lost or stored twice"
     assert run_output(out) == run_output(ref)  # same rows as the local runner
     stats = json.loads((out / "metrics.json").read_text())["stats"]
     assert stats["replica_restarts"] == 1 and stats["chunks_resent"] >= 1
@@ -178,11 +178,11 @@ def test_ray_driver_killed_then_rerun_resumes_exactly(tmp_path, fake_server, sig
     if sig == signal.SIGTERM:  # a clean stop, not Ray's stack dump
         assert proc.returncode == 130 and "run the same command to resume" in err, err[-2000:]
     partial = set(read_uuids(out))
-    assert 0 < len(partial) < 48
+    assert 0 < len(partial) < SAMPLE_PROBLEMS
     time.sleep(2)  # workers of the dead driver may still write: the re-run must cope
     run_factory("run", job, check=True)
     uuids = read_uuids(out)
-    assert len(uuids) == len(set(uuids)) == 48
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
     assert partial <= set(uuids)
     assert run_factory("status", out, "--check").returncode == 0
 
@@ -212,7 +212,7 @@ def test_gpu_replicas_get_placement_groups_on_one_node(tmp_path, fake_server):
     assert "scale: 2 replica(s) x 2 GPU(s)" in log
     devices = sorted(re.findall(r"replica \d ready on .*?\(pid \d+, GPUs ([\d,]+)\)", log))
     assert len(devices) == 2 and sorted(d for pair in devices for d in pair.split(",")) == ["0", "1", "2", "3"]
-    assert len(set(read_uuids(out))) == len(read_uuids(out)) == 48
+    assert len(set(read_uuids(out))) == len(read_uuids(out)) == SAMPLE_PROBLEMS
 
 
 def test_chunks_shrink_so_every_replica_gets_work():

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import FACTORY, ROOT, read_uuids, run_factory
+from conftest import FACTORY, ROOT, read_uuids, run_factory, SAMPLE_PROBLEMS
 from test_run_fake import fake_job
 
 
@@ -41,7 +41,7 @@ def test_kill9_at_random_points_then_resume_is_exact(tmp_path, fake_server):
         time.sleep(rng.uniform(0.3, 3.5))
         if proc.poll() is not None:
             assert proc.returncode == 0, "a resumed run failed"
-            if len(set(read_uuids(out))) == 48:
+            if len(set(read_uuids(out))) == SAMPLE_PROBLEMS:
                 break
             continue
         os.kill(proc.pid, signal.SIGKILL)
@@ -52,7 +52,7 @@ def test_kill9_at_random_points_then_resume_is_exact(tmp_path, fake_server):
     assert kills >= 10, f"only {kills} kills landed mid-run"
     run_factory("run", job, check=True)
     uuids = read_uuids(out)
-    assert len(uuids) == len(set(uuids)) == 48
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
     assert set(uuids) == set(read_uuids(ref))
     proc = run_factory("status", out, "--check", check=True)
     assert "ok" in proc.stdout
@@ -81,10 +81,10 @@ def test_card_and_configs(finished_run):
     assert front["size_categories"] == ["n<1K"] and "text-generation" in front["task_categories"]
     all_ds = datasets.load_dataset(str(out), "all", split="train")
     default = datasets.load_dataset(str(out), "default", split="train")
-    assert len(all_ds) == 48
+    assert len(all_ds) == SAMPLE_PROBLEMS
     assert len(default) == sum(c > 0 for c in all_ds["correctness_count"]) > 0
     assert all(c > 0 for c in default["correctness_count"])
-    assert f"| `default` | {len(default)} |" in text and "| `all` | 48 |" in text
+    assert f"| `default` | {len(default)} |" in text and f"| `all` | {SAMPLE_PROBLEMS} |" in text
     assert "Please reason step by step" in text and "### By source" in text
     assert "token" not in json.dumps(front).lower()
 
@@ -101,7 +101,7 @@ def test_exports_for_trainers(finished_run, tmp_path):
         src = by_uuid[r["uuid"]]
         assert r["messages"][1]["content"] in [g for g, c in zip(src["generations"], src["correct"]) if c]
     rl = pq.read_table(tmp_path / "rl").to_pylist()
-    assert len(rl) == 48
+    assert len(rl) == SAMPLE_PROBLEMS
     for r in rl:
         src = by_uuid[r["uuid"]]
         assert r["answer"] == src["answer"] and r["prompt"][0]["role"] == "user"

@@ -166,11 +166,40 @@ def test_judge_sees_only_rule_rejects(tmp_path, fake_server):
     assert True in verdicts and False in verdicts and None in verdicts
 
 
-def test_calibration_cascade_beats_raw_math_verify():
+def test_cascade_is_a_superset_of_raw_math_verify_on_every_labelled_set():
+    """Nothing raw Math-Verify gets right is lost on the sets the rules were
+    tuned on; on the held-out set (written blind, never tuned on) the level
+    measured when it was added holds: >= 94% accuracy, at most 0.5% false
+    positives, at most 2 cases lost to raw (a float repr answer for 0.5, and
+    a truncated trace the labeller counted although unfinished traces never
+    count)."""
     from factory.verify.standalone import calibrate
 
-    scores, mistakes = asyncio.run(calibrate(VerifyConfig(workers=2, judge=JudgeConfig())))
-    total = scores["ALL"]
-    assert total.n >= 200
-    assert total.ours_right > total.raw_right
-    assert total.ours_right / total.n >= 0.9, mistakes
+    results = {r.path.name: r for r in asyncio.run(calibrate(VerifyConfig(workers=2, judge=JudgeConfig())))}
+    assert set(results) == {"calibration.jsonl", "dev.jsonl", "heldout.jsonl"}
+    for name, res in results.items():
+        total = res.scores["ALL"]
+        assert total.n >= 150, name
+        assert total.ours_right > total.raw_right, name
+        assert all(d["cascade"] != d["raw"] for d in res.disagreements)
+        lost = [d for d in res.disagreements if d["raw"] == d["label"]]
+        assert len(lost) <= (2 if name == "heldout.jsonl" else 0), lost
+        assert total.fp / total.n <= 0.005, res.mistakes
+    held = results["heldout.jsonl"].scores["ALL"]
+    assert held.ours_right / held.n >= 0.94, results["heldout.jsonl"].mistakes
+
+
+def test_calibrate_cli_prints_both_side_by_side_and_the_disagreements(tmp_path):
+    cases = tmp_path / "cases.jsonl"
+    rows = [{"id": "a", "category": "text", "gold": "No", "generation": "No, it cannot be done.", "label": True},
+            {"id": "b", "category": "pm", "gold": "2", "generation": "\\boxed{\\pm 2}", "label": False},
+            {"id": "c", "category": "pm", "gold": "3", "generation": "\\boxed{3}", "label": True}]
+    cases.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run_factory("verify", "--calibrate", "--cases", cases, check=True, env={"COLUMNS": "200"})
+    assert "raw acc" in proc.stdout and "ours acc" in proc.stdout and "raw right, ours wrong" in proc.stdout
+    assert "1 case(s) where the cascade and raw Math-Verify disagree" in proc.stdout  # the text answer
+    assert "│ a  │ text" in proc.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "gold": "1"}\n')
+    proc = run_factory("verify", "--calibrate", "--cases", bad)
+    assert proc.returncode == 2 and "bad.jsonl:1: a labelled case needs 'category'" in proc.stderr

@@ -53,14 +53,15 @@ class Cascade:
     async def _rule(self, gold: str, problem: str | None, generation: str, finish_reason: str | None) -> GenVerdict:
         if self.rules is None:
             return GenVerdict(None, "skipped", False)
-        extracted = extract_answer(generation, finish_reason)
         if self.raw:  # baseline preset: the library on the whole text
             from factory.verify.rules import check_raw
 
             v = await self.rules.aschedule(check_raw, gold, generation)
-            return GenVerdict(extracted, v.status, v.correct)
-        v: Verdict = await self.rules.averify(gold, extracted, problem)
-        return GenVerdict(extracted, v.status, v.correct)
+            return GenVerdict(extract_answer(generation, finish_reason), v.status, v.correct)
+        if not is_reasoning_complete(generation, finish_reason):  # nothing it says counts: no worker needed
+            return GenVerdict(None, STATUS_NO_ANSWER, False)
+        v: Verdict = await self.rules.agrade(gold, generation, finish_reason, problem)
+        return GenVerdict(v.extracted, v.status, v.correct)
 
     async def _judge(self, v: GenVerdict, gold: str, problem: str, generation: str, finish_reason: str | None) -> None:
         if self.judge is None or v.rule_correct or not is_reasoning_complete(generation, finish_reason):

@@ -1,8 +1,12 @@
 """Final-answer extraction from a generation.
 
-Pure string work (no sympy), so it runs in the driver on every row. An
-unfinished generation yields no answer: a `\\boxed{}` found mid-thought is a
-guess the model never committed to.
+Pure string work (no sympy), so the driver can run it on every row. The
+order is documented in verifiers/README.md: the part after `</think>` only;
+every `\\boxed{}` there (the last one, and all of them together when there
+are several); else a final-answer phrase ("The answer is", "**Final
+Answer:**", "Réponse :", "答案是", ...); else the last LaTeX or plain
+expression of the last line. An unfinished generation yields nothing: a
+box found mid-thought is a guess the model never committed to.
 """
 
 from __future__ import annotations
@@ -12,9 +16,23 @@ import re
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 _BOX_CMDS = ("\\boxed", "\\fbox")
-_FINAL_PHRASE = re.compile(
-    r"final answer\s*(?:is|:)\s*[:\s]*\$?(?P<ans>[^\n$]+?)\$?\s*(?:\.|\n|$)", re.IGNORECASE
-)
+
+# "final answer is X", "Answer: X", "la réponse est X", "答案是 X": the capture runs to the end of the sentence
+_PHRASES = [
+    r"final\s+answer(?:\s*(?:is|:|=)|\*\*|\s*\n)", r"(?:the\s+)?(?:correct\s+)?answer\s+(?:is|would\s+be|should\s+be)",
+    r"answer\s*[:：=]", r"(?:correct|right)\s+(?:choice|option)\s+is", r"(?:choice|option)\s*[:：]",
+    r"(?:la\s+)?r[ée]ponse\s+(?:finale\s+)?(?:est|:)", r"r[ée]ponse\s*[:：]",
+    r"(?:la\s+)?respuesta\s+(?:final\s+)?(?:es|:)", r"respuesta\s*[:：]",
+    r"(?:a\s+)?resposta\s+(?:final\s+)?(?:é|:)", r"(?:la\s+)?risposta\s+(?:è|:)",
+    r"(?:die\s+)?antwort\s+(?:ist|lautet|:)", r"antwort\s*[:：]", r"ответ\s*(?:[:：]|—|-)?",
+    r"答案(?:是|为|[:：])", r"答え(?:は|[:：])", r"정답(?:은|[:：])", r"الإجابة(?:\s+هي)?\s*[:：]?",
+]
+_PHRASE = re.compile(r"(?:\*\*|__)?(?:" + "|".join(_PHRASES) + r")(?:\*\*|__)?\s*[:：]?\s*(?:\*\*|__)?", re.IGNORECASE)
+# the end of a captured answer: a line break, or a sentence end that is not a decimal point
+_SENTENCE_END = re.compile(r"\n|(?<!\d)[.。!?！？](?!\d)|[.](?=\s|$)|。|$")
+_TRAILERS = re.compile(r"\s*(?:I hope it is correct|<\|im_\w+\|>).*$", re.IGNORECASE | re.S)
+_MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$(.+?)(?<!\\)\$", re.S)
+_NUMBER = re.compile(r"(?<![A-Za-z\d.,])(?:\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+)?(?:[eE][+-]?\d+(?![\w]))?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)")
 
 
 def is_reasoning_complete(text: str, finish_reason: str | None) -> bool:
@@ -24,6 +42,11 @@ def is_reasoning_complete(text: str, finish_reason: str | None) -> bool:
     if THINK_OPEN in text and THINK_CLOSE not in text[text.rfind(THINK_OPEN):]:
         return False
     return True
+
+
+def answer_region(text: str) -> str:
+    """What the model says after it stops thinking (the whole text if it never thought aloud)."""
+    return text[text.rfind(THINK_CLOSE) + len(THINK_CLOSE):] if THINK_CLOSE in text else text
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
@@ -42,35 +65,178 @@ def _braced(text: str, start: int) -> tuple[str, int] | None:
     return None
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` / `\\fbox{...}` with balanced braces."""
-    best: tuple[int, str] | None = None
+def all_boxed(text: str) -> list[str]:
+    """Contents of every `\\boxed{...}` / `\\fbox{...}` in order; `\\boxed 7` (no braces) too."""
+    return [s for _, s in _boxes(text)]
+
+
+def _boxes(text: str) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
     for cmd in _BOX_CMDS:
-        pos = text.rfind(cmd)
+        pos = text.find(cmd)
         while pos != -1:
             j = pos + len(cmd)
+            if j < len(text) and (text[j].isalpha()):  # \boxedsomething: another command
+                pos = text.find(cmd, j)
+                continue
             while j < len(text) and text[j] == " ":
                 j += 1
             if j < len(text) and text[j] == "{":
                 got = _braced(text, j)
                 if got is not None:
-                    if best is None or pos > best[0]:
-                        best = (pos, got[0].strip())
-                    break
-            pos = text.rfind(cmd, 0, pos)
-    return best[1] if best else None
+                    found.append((pos, got[0].strip()))
+            elif j > pos + len(cmd):  # `\boxed 7`: one token
+                m = re.match(r"[^\s$.,;]+", text[j:])
+                if m:
+                    found.append((pos, m.group(0)))
+            pos = text.find(cmd, pos + len(cmd))
+    return sorted(found)
 
 
-def extract_answer(text: str, finish_reason: str | None = "stop") -> str | None:
-    """Last boxed answer, else a 'final answer is X' phrase; None if unfinished."""
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` with balanced braces."""
+    boxes = all_boxed(text)
+    return boxes[-1] if boxes else None
+
+
+def _clean(ans: str) -> str:
+    ans = _TRAILERS.sub("", ans).strip()
+    ans = re.sub(r"^(?:\*\*|__)|(?:\*\*|__)$", "", ans).strip()
+    if ans.count("$") >= 2 and ans.startswith("$"):  # "$5$" or "$5$ apples"
+        inner = _MATH_SPAN.match(ans)
+        if inner and not ans[inner.end():].strip(" .,;:"):
+            ans = next(g for g in inner.groups() if g is not None)
+    return ans.strip().strip("$").strip().rstrip(".,;:。").strip()
+
+
+def final_phrase(region: str) -> str | None:
+    """The answer after the last final-answer phrase, to the end of its sentence."""
+    found = _final_phrase(region)
+    return found[1] if found else None
+
+
+_CLAUSE = re.compile(r"(?:,|;|:)\s+(?:and|since|because|as|so|which|but|where|checking|check|i\.e\.)\b|;\s", re.IGNORECASE)
+
+
+def phrase_readings(answer: str) -> list[str]:
+    """A phrase's answer, and the part before a following clause (`n = 5, and checking: ...`)."""
+    m = _CLAUSE.search(_MATH_SPAN.sub(lambda s: "x" * len(s.group(0)), answer))
+    cut = _clean(answer[: m.start()]) if m else ""
+    return [answer, cut] if cut and cut != answer else [answer]
+
+
+def _final_phrase(region: str) -> tuple[int, str] | None:
+    for m in reversed(list(_PHRASE.finditer(region))):
+        rest = region[m.end():]
+        # keep $...$ spans whole: a period inside math is not a sentence end
+        masked = _MATH_SPAN.sub(lambda s: "x" * len(s.group(0)), rest)
+        end = _SENTENCE_END.search(masked)
+        ans = _clean(rest[: end.start() if end else len(rest)])
+        if ans:
+            return m.start(), ans
+    return None
+
+
+def dangling_phrase(region: str) -> bool:
+    """"The final answer is" and then nothing: announced, never given."""
+    tail = region.rstrip().rstrip("*_:：$ ")
+    return bool(re.search(r"(?:final\s+answer|answer)(?:\s+(?:is|would\s+be))?$", tail, re.IGNORECASE))
+
+
+def committed(region: str, answer: str) -> bool:
+    """False when the answer's last mention goes on with a clause (`gives 7, and we
+    check it against ...`): a step of the reasoning, not the final answer."""
+    pos = region.rfind(answer)
+    if pos < 0:
+        return True
+    tail = region[pos + len(answer):]
+    end = _SENTENCE_END.search(_MATH_SPAN.sub(lambda m: "x" * len(m.group(0)), tail))
+    tail = tail[: end.start() if end else len(tail)]
+    return not re.search(r"[,;]\s*(?:\S+\s+){2,}\S+", tail)
+
+
+_LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or)?|and|or|et|ou|y|o|und|oder|e|и|или|和|或|与|、|,)\s*$", re.IGNORECASE)
+_UNICODE_MATH = [(re.compile(r"√\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)"), r"\\sqrt{\1}"), (re.compile(r"√\s*(\d+|[a-zA-Z])"), r"\\sqrt{\1}"),
+                 (re.compile("[²]"), "^{2}"), (re.compile("[³]"), "^{3}"), (re.compile("[−–]"), "-"),
+                 (re.compile("×"), "\\\\times "), (re.compile("·"), "\\\\cdot "), (re.compile("π"), "\\\\pi ")]
+
+
+def unicode_math(text: str) -> str:
+    """`√((2−1)² + 1)` -> `\\sqrt{(2-1)^{2} + 1}`: what models type outside LaTeX."""
+    for pat, repl in _UNICODE_MATH:
+        text = pat.sub(repl, text)
+    return text
+
+
+def _listed(line: str, tokens: list[tuple[int, str]]) -> str | None:
+    """`5 and -5`, `$x = 2$ or $x = -2$`: tokens that end a line joined only by
+    commas, `and` or `or` -> `5, -5` (`... \\text{ or } ...` when joined by or)."""
+    items = [tokens[-1]]
+    seps = []
+    for prev in reversed(tokens[:-1]):
+        between = line[prev[0] + prev[2] if len(prev) > 2 else prev[0] + len(prev[1]): items[0][0]]
+        if not _LIST_SEP.match(between):
+            break
+        seps.append(between.strip().lower())
+        items.insert(0, prev)
+    if len(items) < 2:
+        return None
+    joiner = " \\text{ or } " if any(s in ("or", "ou", "o", "oder", "или", "或") for s in seps) else ", "
+    return joiner.join(t[1] for t in items)
+
+
+def last_expression(region: str) -> str | None:
+    """The last math span or plain number on the last line that has one
+    (several, when the line ends by listing them)."""
+    for line in reversed([ln for ln in region.strip().splitlines() if ln.strip()]):
+        line = unicode_math(line)
+        spans = [(m.start(), next(g for g in m.groups() if g is not None).strip(), len(m.group(0)))
+                 for m in _MATH_SPAN.finditer(line)]
+        spans = [t for t in spans if t[1]]
+        plain = _MATH_SPAN.sub(lambda m: " " * len(m.group(0)), line)  # positions kept
+        if not spans and not re.search(r"[^\W\d_]{2,}", re.sub(r"\\[a-zA-Z]+", "", line)):
+            return line.strip().rstrip(".。")  # the whole line is one expression: `\\frac{4}{23}`
+        numbers = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _NUMBER.finditer(plain)]
+        tokens = sorted(spans + numbers)
+        if not tokens:
+            continue
+        listed = _listed(line, tokens)
+        if listed:
+            return listed
+        last = tokens[-1]
+        return last[1] if last in spans or committed(line, last[1]) else None
+    return None
+
+
+def candidates(text: str, finish_reason: str | None = "stop", strict: bool = False) -> list[str] | None:
+    """Answers to compare with the gold, best first; None if unfinished.
+
+    Boxes win, unless a final-answer phrase comes after the last one ("...
+    \\boxed{255} so the total is ... Final Answer: 10455"); several boxes
+    are also tried together (one box per root). `strict`: boxes only.
+    """
     if not is_reasoning_complete(text, finish_reason):
         return None
-    answer_part = text[text.rfind(THINK_CLOSE) + len(THINK_CLOSE):] if THINK_CLOSE in text else text
-    boxed = last_boxed(answer_part)
-    if boxed is not None:
-        return boxed or None  # an empty box is a template echo, not an answer
-    matches = list(_FINAL_PHRASE.finditer(answer_part))
-    if matches:
-        ans = matches[-1].group("ans").strip().rstrip(".")
-        return ans or None
-    return None
+    region = answer_region(text)
+    boxed = _boxes(region)
+    if boxed and not any(b for _, b in boxed):  # only empty boxes: the prompt's template echoed
+        return []
+    boxed = [(p, b) for p, b in boxed if b]
+    phrase = None if strict else _final_phrase(region)
+    out = phrase_readings(phrase[1]) if phrase and (not boxed or phrase[0] > boxed[-1][0]) else []
+    if boxed:
+        out.append(boxed[-1][1])
+        distinct = list(dict.fromkeys(b for _, b in boxed))
+        if len(distinct) > 1:
+            out.append(", ".join(distinct))
+        return out
+    if out or strict or dangling_phrase(region):
+        return out
+    expr = last_expression(region)
+    return [expr] if expr else []
+
+
+def extract_answer(text: str, finish_reason: str | None = "stop", strict: bool = False) -> str | None:
+    """The answer a generation commits to (see `candidates`), or None."""
+    found = candidates(text, finish_reason, strict)
+    return found[0] if found else None

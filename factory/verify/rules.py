@@ -30,6 +30,7 @@ class Verdict:
     status: str
     correct: bool
     detail: str | None = None
+    extracted: str | None = None  # the answer that decided it (ours, or what Math-Verify read)
 
 
 _WORKER: dict = {}
@@ -56,10 +57,17 @@ def _init_worker(memory_mb: int, options: dict, rules_path: str | None) -> None:
 
 
 def check(gold: str, answer: str, problem: str | None = None) -> bool:
-    """Runs in a worker: the preset's comparison of gold and extracted answer."""
+    """Runs in a worker: the preset's comparison of gold and an extracted answer."""
     from factory.verify.normalize import compare
 
     return compare(gold, answer, problem, _WORKER["options"], _WORKER["rules"])
+
+
+def check_generation(gold: str, generation: str, finish_reason: str | None, problem: str | None = None):
+    """Runs in a worker: extraction and comparison of one whole generation -> (correct, extracted)."""
+    from factory.verify.normalize import grade
+
+    return grade(gold, generation, finish_reason, problem, _WORKER["options"], _WORKER["rules"])
 
 
 def check_raw(gold: str, generation: str) -> bool:
@@ -104,7 +112,11 @@ class RuleVerifier:
     @staticmethod
     def _result(future) -> Verdict:
         try:
-            return Verdict(STATUS_OK, bool(future.result()))
+            value = future.result()
+            if isinstance(value, tuple):  # check_generation: (correct, extracted)
+                correct, extracted = value
+                return Verdict(STATUS_OK if extracted is not None else STATUS_NO_ANSWER, bool(correct), None, extracted)
+            return Verdict(STATUS_OK, bool(value))
         except FutureTimeout:
             return Verdict(STATUS_TIMEOUT, False, "verification timed out")
         except ProcessExpired as exc:
@@ -124,6 +136,9 @@ class RuleVerifier:
         if answer is None:
             return Verdict(STATUS_NO_ANSWER, False)
         return await self.aschedule(check, gold, answer, problem)
+
+    async def agrade(self, gold: str, generation: str, finish_reason: str | None, problem: str | None = None) -> Verdict:
+        return await self.aschedule(check_generation, gold, generation, finish_reason, problem)
 
     def verify(self, gold: str, answer: str | None, problem: str | None = None) -> Verdict:
         if answer is None:

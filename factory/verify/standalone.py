@@ -177,8 +177,10 @@ async def verify_file(
 # ------------------------------------------------------------ calibration
 
 
-def calibration_path() -> Path:
-    return assets.root() / "verifiers" / "calibration.jsonl"
+def calibration_paths() -> list[Path]:
+    """The labelled sets: what the rules were tuned on, then the held-out one."""
+    folder = assets.root() / "verifiers"
+    return [p for p in (folder / "calibration.jsonl", folder / "dev.jsonl", folder / "heldout.jsonl") if p.is_file()]
 
 
 @dataclass
@@ -190,47 +192,83 @@ class CategoryScore:
     raw_fn: int = 0
     fp: int = 0
     fn: int = 0
+    lost: int = 0  # raw Math-Verify right, the cascade wrong
 
 
-async def calibrate(cfg: VerifyConfig, judge_engine: Engine | None = None, path: Path | None = None,
-                    on_progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, CategoryScore], list[dict]]:
-    """Score the raw Math-Verify baseline and our cascade against the labels."""
-    cases = [json.loads(line) for line in (path or calibration_path()).read_text(encoding="utf-8").splitlines() if line.strip()]
+@dataclass
+class Calibration:
+    """One labelled file scored: per category, and every case where the cascade and raw disagree."""
+
+    path: Path
+    scores: dict[str, CategoryScore]
+    mistakes: list[dict]
+    disagreements: list[dict]
+
+
+def read_cases(path: Path) -> list[dict]:
+    cases = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            case = json.loads(line)
+            missing = [k for k in ("id", "category", "gold", "generation", "label") if k not in case]
+        except json.JSONDecodeError as exc:
+            raise VerifyInputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        if missing:
+            raise VerifyInputError(f"{path}:{n}: a labelled case needs '{missing[0]}'")
+        cases.append(case)
+    return cases
+
+
+async def calibrate(cfg: VerifyConfig, judge_engine: Engine | None = None, paths: list[Path] | None = None,
+                    on_progress: Callable[[int, int], None] | None = None) -> list[Calibration]:
+    """Score raw Math-Verify and our cascade against the labels, file by file."""
+    files = [(p, read_cases(p)) for p in (paths or calibration_paths())]
+    total = sum(len(c) for _, c in files)
     ours = Cascade(cfg, judge_engine)
     raw = Cascade(cfg.model_copy(update={"preset": "raw", "judge": cfg.judge.model_copy(update={"enabled": False})}))
-    scores: dict[str, CategoryScore] = defaultdict(CategoryScore)
-    mistakes: list[dict] = []
     done = 0
-    try:
-        async def one(case):
-            nonlocal done
-            reason = case.get("finish_reason", "stop")
-            (o,), (r,) = await asyncio.gather(
-                ours.verify(case["gold"], case.get("problem"), [case["generation"]], [reason]),
-                raw.verify(case["gold"], case.get("problem"), [case["generation"]], [reason]),
-            )
-            done += 1
-            if on_progress:
-                on_progress(done, len(cases))
-            return case, o, r
 
-        for case, o, r in await asyncio.gather(*(one(c) for c in cases)):
-            label = bool(case["label"])
-            for s in (scores[case["category"]], scores["ALL"]):
-                s.n += 1
-                s.ours_right += o.correct == label
-                s.raw_right += r.correct == label
-                s.fp += o.correct and not label
-                s.fn += label and not o.correct
-                s.raw_fp += r.correct and not label
-                s.raw_fn += label and not r.correct
-            if o.correct != label:
-                mistakes.append({"id": case["id"], "gold": case["gold"], "extracted": o.extracted,
-                                 "status": o.status, "judge": o.judge, "label": label})
+    async def one(case):
+        nonlocal done
+        reason = case.get("finish_reason", "stop")
+        (o,), (r,) = await asyncio.gather(
+            ours.verify(str(case["gold"]), case.get("problem"), [case["generation"]], [reason]),
+            raw.verify(str(case["gold"]), case.get("problem"), [case["generation"]], [reason]),
+        )
+        done += 1
+        if on_progress:
+            on_progress(done, total)
+        return case, o, r
+
+    results = []
+    try:
+        for path, cases in files:
+            scores: dict[str, CategoryScore] = defaultdict(CategoryScore)
+            mistakes, disagreements = [], []
+            for case, o, r in await asyncio.gather(*(one(c) for c in cases)):
+                label = bool(case["label"])
+                for s in (scores[case["category"]], scores["ALL"]):
+                    s.n += 1
+                    s.ours_right += o.correct == label
+                    s.raw_right += r.correct == label
+                    s.fp += o.correct and not label
+                    s.fn += label and not o.correct
+                    s.raw_fp += r.correct and not label
+                    s.raw_fn += label and not r.correct
+                    s.lost += r.correct == label != o.correct
+                entry = {"id": case["id"], "category": case["category"], "gold": case["gold"], "extracted": o.extracted,
+                         "status": o.status, "judge": o.judge, "label": label, "cascade": o.correct, "raw": r.correct}
+                if o.correct != label:
+                    mistakes.append(entry)
+                if o.correct != r.correct:
+                    disagreements.append(entry)
+            results.append(Calibration(path, dict(scores), mistakes, disagreements))
     finally:
         ours.close()
         raw.close()
-    return dict(scores), mistakes
+    return results
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,148 @@
+"""Each kind of answer the cascade must read (issue: data quality that
+generalizes), written for these tests and kept out of the labelled sets.
+`grade` is the worker's whole-generation check (extraction + comparison)."""
+
+import pytest
+
+from factory.verify.extract import candidates, extract_answer
+from factory.verify.normalize import grade, load_preset, load_rules, raw_compare
+
+RULES = load_rules()
+DEFAULT = load_preset("default")
+STRICT = load_preset("strict")
+T = "<think>\nworking it out\n</think>\n\n"
+
+
+def ok(gold, generation, problem=None, finish="stop", opts=DEFAULT):
+    return grade(gold, generation, finish, problem, opts, RULES)[0]
+
+
+CORRECT = [
+    # answers not in a box
+    ("no_box", "17", T + "Adding both groups, the answer is $17$."),
+    ("no_box", "17", T + "**Final Answer:** 17"),
+    ("no_box", "17", T + "Final answer: 17"),
+    ("no_box", "17", T + "We add 9 and 8.\n\n17"),
+    ("no_box", "17", T + "Solving the equation gives\n$y = 17$"),
+    ("no_box", "64", T + "Hence there are 64 squares on the board."),
+    ("number_format", "3250000", T + "The population is 3,250,000."),
+    ("number_format", "2000", T + "So the answer is 2 000."),
+    ("number_format", "2000", T + "The total is $\\boxed{2000.0}$."),
+    # several boxes form the answer
+    ("multi_box", "-1, 4", T + "The roots are $x = \\boxed{-1}$ and $x = \\boxed{4}$."),
+    ("multi_box", "\\{-1, 4\\}", T + "So $\\boxed{4}$ or $\\boxed{-1}$."),
+    # complex numbers in another form
+    ("complex", "3i", T + "In polar form the answer is $\\boxed{3e^{i\\pi/2}}$."),
+    ("complex", "13", T + "$\\boxed{(3+2i)(3-2i)}$"),
+    ("complex", "-i", T + "$\\boxed{\\frac{1}{i}}$"),
+    ("complex", "2+i", T + "$\\boxed{i(1-2i)}$"),
+    # scientific notation against the plain integer
+    ("sci", "45000", T + "$\\boxed{4.5 \\times 10^{4}}$"),
+    ("sci", "2500000", T + "Final answer: 2.5e6"),
+    # one answer, three spellings
+    ("pm", "\\{-3, 3\\}", T + "$\\boxed{x = \\pm 3}$"),
+    ("pm", "\\pm 3", T + "$\\boxed{x = 3 \\text{ or } x = -3}$"),
+    ("pm", "x = \\pm 3", T + "$\\boxed{\\{-3, 3\\}}$"),
+    # a text answer with an explanation after it
+    ("text", "No", T + "No, it cannot be done: every move keeps the sum even."),
+    ("text", "Yes", T + "Yes. Since 51 = 3 * 17, it is composite."),
+    # non-English final sentences
+    ("non_english", "14", T + "Donc la réponse est 14."),
+    ("non_english", "14", T + "Por lo tanto, la respuesta es 14."),
+    ("non_english", "14", T + "Die Antwort ist 14."),
+    ("non_english", "14", T + "所以答案是 14。"),
+    ("non_english", "14", T + "Ответ: 14"),
+    ("non_english", "3.5", T + "Portanto, a resposta é 3,5."),
+    # percent
+    ("percent", "37.5\\%", T + "$\\boxed{0.375}$"),
+    ("percent", "0.375", T + "$\\boxed{37.5\\%}$"),
+    ("percent", "60\\%", T + "$\\boxed{\\frac{3}{5}}$"),
+    # multiple choice: a letter against the option's value
+    ("mcq", "B", T + "$\\boxed{12}$", "Which is even? (A) 7 (B) 12 (C) 9 (D) 15"),
+    ("mcq", "B", T + "**Answer: B**", "Which is even? (A) 7 (B) 12 (C) 9 (D) 15"),
+    ("mcq", "B", T + "The correct option is B.", "Which is even? (A) 7 (B) 12 (C) 9 (D) 15"),
+    # intervals and relations
+    ("interval", "(-1, 3]", T + "$\\boxed{-1 < x \\le 3}$"),
+    ("interval", "x \\in [2, 5]", T + "$\\boxed{2 \\le x \\le 5}$"),
+    ("relation", "g(t) = 3t - 1", T + "$\\boxed{y = 3t - 1}$"),
+    # one quantity in another unit, a vector as a tuple, roots listed in prose
+    ("units", "1.5\\text{ hours}", T + "$\\boxed{90\\text{ minutes}}$"),
+    ("units", "4\\text{ km}", T + "$\\boxed{4000\\text{ m}}$"),
+    ("vector", "\\begin{pmatrix} 2 \\\\ 7 \\end{pmatrix}", T + "$\\boxed{(2, 7)}$"),
+    ("listed", "\\pm 4", T + "So the two solutions are 4 and -4."),
+    ("text", "\\text{odd}", T + "Hence the function is odd, because $f(-x) = -f(x)$."),
+    ("non_english", "5000", T + "Es sind also 5.000 Meter."),
+]
+
+WRONG = [
+    ("percent", "37.5\\%", T + "$\\boxed{0.375\\%}$"),  # stays wrong
+    ("percent", "0.375", T + "$\\boxed{0.375\\%}$"),
+    ("pm", "\\{-3, 3\\}", T + "$\\boxed{x = 3}$"),
+    ("pm", "3", T + "$\\boxed{\\pm 3}$"),
+    ("units", "7\\text{ m}", T + "$\\boxed{7\\text{ cm}}$"),
+    ("exact", "\\frac{2}{3}", T + "$\\boxed{0.666667}$"),
+    ("exact", "\\sqrt{3}", T + "$\\boxed{1.732051}$"),
+    ("exact", "\\pi", T + "$\\boxed{3.14159}$"),
+    ("relation", "y = 3x + 2", T + "$\\boxed{y = 3x - 2}$"),
+    ("relation", "4x + y = 2", T + "$\\boxed{2}$"),
+    ("complex", "2-i", T + "$\\boxed{2+i}$"),
+    ("text", "No", T + "Yes, it can be done in three moves."),
+    ("mcq", "B", T + "$\\boxed{(C)\\ 9}$", "Which is even? (A) 7 (B) 12 (C) 9 (D) 15"),
+    ("mcq", "E", T + "$\\boxed{\\mathrm{E}\\cdot 3}$"),
+    ("no_box", "12", T + "So 4 times 3 is 12, and next we check the remaining cases against the rules."),
+    ("no_box", "12", T + "4 times 3 gives 12. The final answer is"),
+    ("no_box", "7", "AB7X"),
+    ("units", "1.5\\text{ hours}", T + "$\\boxed{90\\text{ seconds}}$"),
+    ("units", "4\\text{ km}", T + "$\\boxed{4000\\text{ g}}$"),
+    ("vector", "\\begin{pmatrix} 2 \\\\ 7 \\end{pmatrix}", T + "$\\boxed{(7, 2)}$"),
+    ("text", "\\text{odd}", T + "Hence the function is not odd."),
+]
+
+
+def _cases(rows):
+    return pytest.mark.parametrize("gold, gen, problem", [(c[1], c[2], c[3] if len(c) > 3 else None) for c in rows],
+                                   ids=[f"{c[0]}-{i}" for i, c in enumerate(rows)])
+
+
+@_cases(CORRECT)
+def test_kinds_of_correct_answer(gold, gen, problem):
+    assert ok(gold, gen, problem), (gold, candidates(gen))
+
+
+@_cases(WRONG)
+def test_kinds_of_wrong_answer(gold, gen, problem):
+    assert not ok(gold, gen, problem), (gold, candidates(gen))
+
+
+def test_superset_of_raw_math_verify_on_these_cases():
+    """Where raw Math-Verify says correct and the answer is right, so does the cascade."""
+    for kind, gold, gen, *problem in CORRECT:
+        if raw_compare(gold, gen):
+            assert ok(gold, gen, problem[0] if problem else None), (kind, gold, gen)
+
+
+def test_nothing_from_an_unfinished_trace_counts():
+    assert not ok("17", "The answer is $\\boxed{17}$. Let me check once more", finish="length")
+    assert not ok("17", "<think>\nthe answer is \\boxed{17}")
+    assert grade("17", "<think>\nthe answer is \\boxed{17}", "stop", None, DEFAULT, RULES) == (False, None)
+
+
+def test_strict_format_counts_boxed_answers_only():
+    assert ok("17", T + "$\\boxed{17}$", opts=STRICT)
+    assert not ok("17", T + "The answer is $17$.", opts=STRICT)
+    assert not ok("17", T + "17", opts=STRICT)
+    assert ok("17", T + "The answer is $17$.")  # the default reads it
+
+
+def test_extraction_order():
+    # boxes first; all of them together when there are several
+    assert candidates(T + "\\boxed{2} and \\boxed{3}") == ["3", "2, 3"]
+    # a final-answer phrase after the last box wins over it
+    assert candidates(T + "so $\\boxed{40}$ each, and in all Final Answer: 120")[0] == "120"
+    # then phrases, then the last expression of the last line
+    assert extract_answer(T + "The answer is $x^2$.") == "x^2"
+    assert extract_answer(T + "First 3, then 4.\n\nThe total is $7$") == "7"
+    # only what comes after </think>
+    assert extract_answer("<think>\n\\boxed{9}\n</think>\n\nI am not sure.") is None
+    # an empty box is a template echo, not an answer
+    assert candidates("Put the answer in \\boxed{}") == []
