@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,7 +128,9 @@ class Rehearsal:
         # this process loads the pushed dataset back; the local Hub speaks the
         # classic LFS protocol, so Xet is off before huggingface_hub is imported
         os.environ.update(hf)
-        self.env = cluster.slurm_env(self.shims, self.work / "nodes", 2, random.randint(21, 40) * 1000, **hf,
+        # the pretend nodes' Ray temp dirs: short, as Ray's socket paths must stay under 107 bytes
+        self.nodes_tmp = Path(tempfile.mkdtemp(prefix="fr-", dir="/tmp"))
+        self.env = cluster.slurm_env(self.shims, self.nodes_tmp, 2, random.randint(21, 40) * 1000, **hf,
                                      PYTHONUNBUFFERED="1", FACTORY_PROGRESS="1")
         say(f"local Hub at {url}")
 
@@ -234,13 +237,17 @@ class Rehearsal:
 
     def _record(self, what: str, log_path: Path, t0: float, killed: bool = False) -> None:
         text = log_path.read_text(errors="replace")
+        entries = manifest(self.out)
+        new, self._seen = entries[getattr(self, "_seen", 0):], len(entries)
         gen = re.search(r"problems generated \(this run\)\s*│\s*(\d+)", text)
         pushed = re.search(r"pushed to \S+: (\d+) file\(s\) uploaded", text)
         run = {"launcher": what, "seconds": round(time.monotonic() - t0, 1), "killed": killed,
                "generated": int(gen.group(1)) if gen else None, "stored_after": len(set(stored_uuids(self.out))),
                "nothing_to_generate": "nothing to generate" in text,
                "files_uploaded": int(pushed.group(1)) if pushed else None,
-               "ray_nodes": [int(n) for n in re.findall(r"joined Ray at \S+: (\d+) node", text)]}
+               "ray_nodes": [int(n) for n in re.findall(r"joined Ray at \S+: (\d+) node", text)],
+               # the Ray nodes whose replicas wrote this run's shards (node ids are new in each cluster)
+               "nodes_writing": len({e.get("node") for e in new if e.get("node") and not e.get("adopted")})}
         self.figures["runs"].append(run)
         say(f"{what}: {run}")
 
@@ -285,6 +292,8 @@ class Rehearsal:
         cluster.ray_stop(getattr(self, "env", dict(os.environ)))
         if getattr(self, "hub", None) is not None:
             self.hub.stop()
+        if getattr(self, "nodes_tmp", None) is not None:
+            shutil.rmtree(self.nodes_tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,12 +34,16 @@ def ray_job(tmp_path, url, out):
                                                "replica_cpus": 0.2, "verifier_cpus": 0.1})
 
 
+def install(shims, folder):
+    folder.mkdir()
+    for name, text in shims.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return folder
+
+
 def test_slurm_script_brings_up_ray_and_runs_the_job(tmp_path, fake_server):
-    shims = tmp_path / "bin"
-    shims.mkdir()
-    for name, text in SHIMS.items():
-        (shims / name).write_text(text)
-        (shims / name).chmod(0o755)
+    shims = install(SHIMS, tmp_path / "bin")
     out = tmp_path / "out"
     job = ray_job(tmp_path, fake_server(), out)
     env = launcher_env(str(shims), SLURM_JOB_NODELIST="localhost",
@@ -54,6 +58,22 @@ def test_slurm_script_brings_up_ray_and_runs_the_job(tmp_path, fake_server):
     assert "1 Ray node(s) up" in log and "joined Ray at 127.0.0.1:" in log
     uuids = read_uuids(out)
     assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
+
+
+def test_slurm_script_stops_with_a_clear_error_when_the_head_cannot_start(tmp_path, fake_server):
+    """Ray refuses a temp dir whose socket paths exceed 107 bytes: the script
+    must say the head did not start and exit, not wait for nodes forever."""
+    long_tmp = tmp_path / ("x" * 90)
+    srun = SHIMS["srun"].replace('exec "$@"', 'if [[ $1 == ray && $2 == start ]]; then set -- "$@" --temp-dir="$LONG_TMP"; fi\nexec "$@"')
+    shims = install({**SHIMS, "srun": srun}, tmp_path / "bin")
+    env = launcher_env(str(shims), SLURM_JOB_NODELIST="localhost", LONG_TMP=str(long_tmp),
+                       FACTORY_VENV=str(ROOT / ".venv"), GPUS_PER_NODE="0", RAY_PORT=str(free_port()))
+    try:
+        proc = subprocess.run(["bash", str(ROOT / "jobs/launch/slurm-ray.sbatch"), str(ray_job(tmp_path, fake_server(), tmp_path / "o"))],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        stop_ray(env)
+    assert proc.returncode == 1 and "error: the Ray head on localhost did not start" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_ray_job_submit_launcher(tmp_path, fake_server):
