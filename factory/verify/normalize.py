@@ -626,9 +626,11 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
         paragraphs = [p for p in region.strip().split("\n\n") if p.strip()]
         tries += [leading_text_answer(c, rules) for c in leads] + \
                  [t for t in (leading_text_answer(p, rules) for p in paragraphs[:1] + paragraphs[-1:]) if t]
+    # a box or a final-answer phrase: the model said its answer outright, not only in prose
+    outright = bool(all_boxed(region)) or final_phrase(region) is not None
     if not opts.strict_format:
         tries += _with_units(found, region, rules)
-        if not all_boxed(region) and final_phrase(region) is None:  # the answer is only said in prose
+        if not outright:  # the answer is only said in prose
             tries += _said_in_prose(g, region, rules)
     if re.fullmatch(r"\(?[A-E]\)?", _TEXT_WRAP.sub(r"\1", g).strip()) and not opts.strict_format:
         for c in found:  # prose such as `for sure D, it can't be A or B`, not `\\mathrm{E}*2`
@@ -649,7 +651,7 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
         return False, (found[0] if found else None)
     ok, mv_answer = mv_in_text(gold, region)
     # the veto also hears our own committed reading: `\\boxed{5\\text{ cm}}` that Math-Verify reads as 5
-    ours = found[:1] if (all_boxed(region) or final_phrase(region)) else []
+    ours = found[:1] if outright else []
     if ok and not any(vetoed(gold, x, problem, opts, rules) for x in (mv_answer, *ours)) \
             and (found or committed(region, mv_answer)):
         return True, mv_answer
