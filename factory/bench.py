@@ -83,14 +83,22 @@ class VerifyBench:
         return self.ours_1_pairs_per_s / self.raw_pairs_per_s
 
 
-def bench_verify(n: int = 1000, workers: int = 2, seed: int = 0) -> VerifyBench:
-    # The same pairs for all three: our workers are fresh processes, so none
-    # profits from another run's parse cache.
-    pairs = synthetic_pairs(n, seed)
-    raw_t, raw_ok = _raw_in_process(pairs)
-    one_t, one_ok, _ = asyncio.run(_ours(pairs, 1))
-    many_t, _, _ = asyncio.run(_ours(pairs, workers))
-    return VerifyBench(n, n / raw_t, n / one_t, n / many_t, workers, raw_ok, one_ok)
+def bench_verify(n: int = 1000, workers: int = 2, seed: int = 0, rounds: int = 3) -> VerifyBench:
+    # The same pairs for all three paths within a round: our workers are fresh
+    # processes, so none profits from another run's parse cache. Rounds take new
+    # pairs (raw Math-Verify's in-process cache would remember old ones) and
+    # interleave the paths, so a machine whose load drifts skews all alike.
+    raw_t = one_t = many_t = 0.0
+    raw_ok = one_ok = 0
+    for r in range(rounds):
+        pairs = synthetic_pairs(n, seed + r)
+        t, ok = _raw_in_process(pairs)
+        raw_t, raw_ok = raw_t + t, raw_ok + ok
+        t, ok, _ = asyncio.run(_ours(pairs, 1))
+        one_t, one_ok = one_t + t, one_ok + ok
+        many_t += asyncio.run(_ours(pairs, workers))[0]
+    total = n * rounds
+    return VerifyBench(total, total / raw_t, total / one_t, total / many_t, workers, raw_ok, one_ok)
 
 
 def synthetic_source(path, rows: int, seed: int = 0) -> None:

@@ -340,12 +340,13 @@ app.add_typer(bench_app, name="bench")
 def bench_verify_cmd(
     pairs: int = typer.Option(1000, min=10, help="distinct (gold, generation) pairs"),
     workers: int = typer.Option(2, min=1, help="workers for the multi-core figure"),
+    rounds: int = typer.Option(3, min=1, help="rounds of new pairs, paths interleaved (steadier on a busy machine)"),
 ) -> None:
     """Pairs/s of the rule stage vs raw Math-Verify, on the same pairs."""
     from factory.bench import bench_verify
 
-    r = bench_verify(pairs, workers)
-    t = Table(title=f"verification throughput, {pairs} distinct pairs")
+    r = bench_verify(pairs, workers, rounds=rounds)
+    t = Table(title=f"verification throughput, {pairs} distinct pairs x {rounds} rounds")
     t.add_column("path")
     t.add_column("pairs/s", justify="right")
     t.add_column("correct", justify="right")

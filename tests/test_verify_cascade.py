@@ -166,27 +166,29 @@ def test_judge_sees_only_rule_rejects(tmp_path, fake_server):
     assert True in verdicts and False in verdicts and None in verdicts
 
 
+# `blind2.jsonl` as first scored, never tuned on since: 92.5% (148 of 160),
+# 1 false positive, 2 cases lost to raw Math-Verify. Its misses are left unread
+# so that it keeps measuring; a fix must not make it worse.
+HELD_OUT = {"accuracy": 0.925, "fp": 1, "lost": 2}
+
+
 def test_cascade_is_a_superset_of_raw_math_verify_on_every_labelled_set():
     """Nothing raw Math-Verify gets right is lost on the sets the rules were
-    tuned on; on the held-out set (written blind, never tuned on) the level
-    measured when it was added holds: >= 94% accuracy, at most 0.5% false
-    positives, at most 2 cases lost to raw (a float repr answer for 0.5, and
-    a truncated trace the labeller counted although unfinished traces never
-    count)."""
-    from factory.verify.standalone import calibrate
+    tuned on, with at most 0.5% false positives and 99% accuracy; the set
+    never tuned on (the last) holds the level measured when it was added."""
+    from factory.verify.standalone import LABELLED_SETS, calibrate
 
     results = {r.path.name: r for r in asyncio.run(calibrate(VerifyConfig(workers=2, judge=JudgeConfig())))}
-    assert set(results) == {"calibration.jsonl", "dev.jsonl", "heldout.jsonl"}
+    assert set(results) == set(LABELLED_SETS)
     for name, res in results.items():
-        total = res.scores["ALL"]
+        total, held_out = res.scores["ALL"], name == LABELLED_SETS[-1]
         assert total.n >= 150, name
         assert total.ours_right > total.raw_right, name
         assert all(d["cascade"] != d["raw"] for d in res.disagreements)
         lost = [d for d in res.disagreements if d["raw"] == d["label"]]
-        assert len(lost) <= (2 if name == "heldout.jsonl" else 0), lost
-        assert total.fp / total.n <= 0.005, res.mistakes
-    held = results["heldout.jsonl"].scores["ALL"]
-    assert held.ours_right / held.n >= 0.94, results["heldout.jsonl"].mistakes
+        assert len(lost) <= (HELD_OUT["lost"] if held_out else 0), (name, lost)
+        assert total.fp <= (HELD_OUT["fp"] if held_out else 0.005 * total.n), (name, res.mistakes)
+        assert total.ours_right / total.n >= (HELD_OUT["accuracy"] if held_out else 0.99), (name, res.mistakes)
 
 
 def test_calibrate_cli_prints_both_side_by_side_and_the_disagreements(tmp_path):

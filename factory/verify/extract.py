@@ -118,8 +118,15 @@ def final_phrase(region: str) -> str | None:
 _CLAUSE = re.compile(r"(?:,|;|:)\s+(?:and|since|because|as|so|which|but|where|checking|check|i\.e\.)\b|;\s", re.IGNORECASE)
 
 
+_NOT_BUT = re.compile(r"^not\b.*?(?:[,;:]|\bbut\b)\s*(?:it\s+is|it's|but|rather|instead)?\s*(?:it\s+is|it's)?\s+(?=\S)", re.I | re.S)
+
+
 def phrase_readings(answer: str) -> list[str]:
-    """A phrase's answer, and the part before a following clause (`n = 5, and checking: ...`)."""
+    """A phrase's answer, and the part before a following clause (`n = 5, and checking: ...`).
+    `not 5 (...); it is 7` reads 7; a bare `not 5` reads nothing."""
+    if re.match(r"not\b", answer, re.I):
+        m = _NOT_BUT.match(answer)
+        return phrase_readings(_clean(answer[m.end():])) if m and answer[m.end():].strip() else []
     m = _CLAUSE.search(_MATH_SPAN.sub(lambda s: "x" * len(s.group(0)), answer))
     cut = _clean(answer[: m.start()]) if m else ""
     return [answer, cut] if cut and cut != answer else [answer]
@@ -155,7 +162,7 @@ def committed(region: str, answer: str) -> bool:
     return not re.search(r"[,;]\s*(?:\S+\s+){2,}\S+", tail)
 
 
-_LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or)?|and|or|et|ou|y|o|und|oder|e|и|или|和|或|与|、|,)\s*$", re.IGNORECASE)
+_LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or)?|and|or|et|ou|y|o|und|oder|e|и|или|和|或|与|、|,)\s*(?:[a-zA-Z]\s*=\s*)?$", re.IGNORECASE)
 _UNICODE_MATH = [(re.compile(r"√\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)"), r"\\sqrt{\1}"), (re.compile(r"√\s*(\d+|[a-zA-Z])"), r"\\sqrt{\1}"),
                  (re.compile("[²]"), "^{2}"), (re.compile("[³]"), "^{3}"), (re.compile("[−–]"), "-"),
                  (re.compile("×"), "\\\\times "), (re.compile("·"), "\\\\cdot "), (re.compile("π"), "\\\\pi ")]
@@ -177,7 +184,7 @@ def _listed(line: str, tokens: list[tuple[int, str]]) -> str | None:
         between = line[prev[0] + prev[2] if len(prev) > 2 else prev[0] + len(prev[1]): items[0][0]]
         if not _LIST_SEP.match(between):
             break
-        seps.append(between.strip().lower())
+        seps.append(re.sub(r"[a-zA-Z]\s*=\s*$", "", between).strip().lower())
         items.insert(0, prev)
     if len(items) < 2:
         return None
@@ -185,9 +192,13 @@ def _listed(line: str, tokens: list[tuple[int, str]]) -> str | None:
     return joiner.join(t[1] for t in items)
 
 
-def last_expression(region: str) -> str | None:
-    """The last math span or plain number on the last line that has one
-    (several, when the line ends by listing them)."""
+_WHERE = re.compile(r"^\s*,?\s*(?:which\s+(?:is\s+)?)?(?:attained|achieved|reached|obtained|taken|occurring|occurs|"
+                    r"when|where|at|for|with)\b[^.;]*$", re.I)
+
+
+def _last_line(region: str) -> tuple[str, list, list] | str | None:
+    """The last line that has an answer-like token: (line, its math spans, all tokens in
+    order), or the whole line when it is one bare expression."""
     for line in reversed([ln for ln in region.strip().splitlines() if ln.strip()]):
         line = unicode_math(line)
         spans = [(m.start(), next(g for g in m.groups() if g is not None).strip(), len(m.group(0)))
@@ -198,14 +209,34 @@ def last_expression(region: str) -> str | None:
             return line.strip().rstrip(".。")  # the whole line is one expression: `\\frac{4}{23}`
         numbers = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _NUMBER.finditer(plain)]
         tokens = sorted(spans + numbers)
-        if not tokens:
-            continue
-        listed = _listed(line, tokens)
-        if listed:
-            return listed
-        last = tokens[-1]
-        return last[1] if last in spans or committed(line, last[1]) else None
+        if tokens:
+            return line, spans, tokens
     return None
+
+
+def where_clause(region: str) -> bool:
+    """`is $-5$, attained at $x=-2$`: the last line ends by saying where, not what."""
+    found = _last_line(region)
+    if not isinstance(found, tuple) or len(found[2]) < 2:
+        return False
+    line, _, tokens = found
+    return bool(_WHERE.match(line[tokens[-2][0] + tokens[-2][2]: tokens[-1][0]]))
+
+
+def last_expression(region: str) -> str | None:
+    """The last math span or plain number on the last line that has one
+    (several, when the line ends by listing them)."""
+    found = _last_line(region)
+    if not isinstance(found, tuple):
+        return found
+    line, spans, tokens = found
+    listed = _listed(line, tokens)
+    if listed:
+        return listed
+    if where_clause(region):
+        return tokens[-2][1]
+    last = tokens[-1]
+    return last[1] if last in spans or committed(line, last[1]) else None
 
 
 def candidates(text: str, finish_reason: str | None = "stop", strict: bool = False) -> list[str] | None:
@@ -230,7 +261,7 @@ def candidates(text: str, finish_reason: str | None = "stop", strict: bool = Fal
         if len(distinct) > 1:
             out.append(", ".join(distinct))
         return out
-    if out or strict or dangling_phrase(region):
+    if out or strict or dangling_phrase(region) or phrase:  # `The answer is not 9.`: said, and nothing else counts
         return out
     expr = last_expression(region)
     return [expr] if expr else []

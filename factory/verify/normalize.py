@@ -41,6 +41,7 @@ class Rules:
     text_answers: dict[str, str] = field(default_factory=dict)  # variant -> canonical
     units: dict[str, str] = field(default_factory=dict)  # variant -> canonical
     scales: dict[str, tuple[str, str]] = field(default_factory=dict)  # canonical unit -> (quantity, factor)
+    antonyms: list[tuple[str, ...]] = field(default_factory=list)  # words that answer a yes/no question
 
 
 class RulesError(ValueError):
@@ -68,6 +69,7 @@ def load_rules(path: str | Path | None = None) -> Rules:
         canon = str(group[0]).lower()
         for v in group:
             rules.units[str(v).lower()] = canon
+    rules.antonyms = [tuple(str(w).lower() for w in pair) for pair in data.get("antonyms") or []]
     for quantity, factors in (data.get("unit_scales") or {}).items():
         for unit, factor in (factors or {}).items():
             if not re.fullmatch(r"\d+(?:/\d+)?", str(factor)):
@@ -90,11 +92,16 @@ def load_preset(name: str = "default", path: str | Path | None = None) -> Option
 _TEXT_WRAP = re.compile(r"\\(?:text|mathrm|mbox|textrm|operatorname|textit|mathit)\s*\{([^{}]*)\}")
 _PM = re.compile(r"\\pm|±|\\mp|∓")
 _LETTER = re.compile(r"^\s*\(?\s*([A-Ea-e])\s*\)?\s*(?:[).:]\s*.*)?$", re.S)
-_OPTION = re.compile(r"\(\s*([A-E])\s*\)\s*(.*?)(?=\s*\(\s*[A-E]\s*\)|\n|$)", re.S)
+# an option marker: `(A)`, `\\textbf{(A)}`, or `A:` / `A.` / `A)` after a space or line start
+_MARK = r"(?:\(\s*([A-E])\s*\)|(?<![^\s$*{])([A-E])\s*[:.)](?=\s))"
+_OPTION = re.compile(rf"{_MARK}\s*(.*?)(?=\s*{_MARK}|\n|$)", re.S)
 _PERCENT = re.compile(r"^(.*?)\s*\\?%$")
 _LETTER_AND_TEXT = re.compile(r"^\(?([A-E])\)?[.:)]?\s+([^\s=<>+\-*/^].*)$", re.S)
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})\s*(?:\\text\s*\{\s*)?([AaPp])\.?\s*[Mm]\.?\s*\}?$")
-_ASSIGN_LHS = re.compile(r"^\s*(?:[a-zA-Z](?:_\{?\w+\}?)?|[a-zA-Z]\s*\(\s*[a-zA-Z]\s*\)|\\[a-zA-Z]+)\s*$")
+# a name that an answer may be assigned to: `x`, `a_1`, `f(x)`, `f^{-1}(x)`, `\\theta`, `A \\cap B`
+_FN_NAME = r"[a-zA-Z](?:\^\s*\{?\s*-1\s*\}?)?\s*\(\s*[a-zA-Z]\s*\)"
+_SET_NAME = r"[A-Z](?:\s*(?:\\cap|\\cup|\\setminus|\\times|\\triangle)\s*[A-Z])+|[A-Z]'|\\overline\{[A-Z]\}"
+_ASSIGN_LHS = re.compile(rf"^\s*(?:[a-zA-Z](?:_\{{?\w+\}}?)?|{_FN_NAME}|{_SET_NAME}|\\[a-zA-Z]+)\s*$")
 _FLOAT_REPR = re.compile(r"^\s*-?\d*\.\d{15,}\s*$|^\s*-?\d\.\d{14,}\d*\s*$")  # 15+ digits: a float's repr
 _DECIMAL = re.compile(r"^\s*-?\d+\.\d+\s*$")
 _UNIT_TEXT = re.compile(r"^(.*?\S)\s*\\(?:text|mathrm|mbox)\s*\{\s*([^{}]+?)\s*\}\s*$")
@@ -114,7 +121,20 @@ def rewrite(s: str, rules: Rules) -> str:
     s = s.strip()
     if rules.thousands.match(s):
         s = s.replace(",", "")
-    return expand_pm_items(s)
+    return expand_pm_items(parts_as_list(s))
+
+
+_PART = re.compile(r"(?:^|(?<=[;,\s]))\(\s*(?:\d|[ivx]{1,3}|[a-h])\s*\)\s*")
+
+
+def parts_as_list(s: str) -> str:
+    """`(1) 6; (2) 12` -> `6, 12`: the answers of a problem in parts, in order
+    (matched by one box per part)."""
+    labels = _PART.findall(s)
+    if len(labels) < 2 or not _PART.match(s):
+        return s
+    parts = [p.strip().rstrip(";,").strip() for p in _PART.split(s) if p.strip().rstrip(";,").strip()]
+    return ", ".join(parts) if len(parts) == len(labels) else s
 
 
 _PM_ITEM = re.compile(r"(^|[,{(]\s*)(?:\\pm|±)\s*([^,{}()]+?)(?=\s*(?:,|\\\}|\}|\)|$))")
@@ -168,6 +188,8 @@ def split_unit(s: str, rules: Rules) -> tuple[str, str | None]:
 
 def mcq_letter(s: str) -> str | None:
     s = _TEXT_WRAP.sub(r"\1", s).strip()
+    if _hedged(s, _letters(s)):
+        return None
     m = _LETTER.match(s)
     return m.group(1).upper() if m else None
 
@@ -175,7 +197,15 @@ def mcq_letter(s: str) -> str | None:
 def mcq_options(problem: str | None) -> dict[str, str]:
     if not problem:
         return {}
-    return {m.group(1): m.group(2).strip().rstrip(",;") for m in _OPTION.finditer(problem) if m.group(2).strip()}
+    found = {(m.group(1) or m.group(2)): _option_text(m.group(3)) for m in _OPTION.finditer(problem)}
+    found = {k: v for k, v in found.items() if v}
+    return found if {"A", "B"} <= found.keys() else {}  # a lone `A.` is prose, not a list of options
+
+
+def _option_text(s: str) -> str:
+    """`}\\ 12 \\qquad \\textbf{` (between two `\\textbf{(X)}` markers) -> `12`."""
+    s = re.sub(r"^\s*\}|\\(?:textbf|mathrm|text)\s*\{\s*$|\\q?quad|\\ ", " ", s)
+    return s.strip().strip("$").strip().rstrip(",;").strip()
 
 
 def split_equation(s: str) -> tuple[str, str] | None:
@@ -272,7 +302,9 @@ def _exact_numbers_differ(g_str: str, a_str: str, g, a) -> bool:
     """
     import sympy
 
-    if _FLOAT_REPR.match(g_str):  # a gold stored as a float (3.3333333333333335); an answer so written is a decimal
+    # a float's repr (3.3333333333333335) stands for its value to double precision; an answer
+    # so written, only against a decimal gold (0.49999999999999994 for 0.5, not for 1/2)
+    if _FLOAT_REPR.match(g_str) or (_FLOAT_REPR.match(a_str) and re.fullmatch(r"\s*-?\d+(?:\.\d+)?\s*", g_str)):
         try:
             gv, av = complex(sympy.N(g, 30)), complex(sympy.N(a, 30))
         except (TypeError, ValueError):
@@ -436,6 +468,149 @@ def _percent_pairs(g: str, a: str) -> list[tuple[str, str]]:
     return [(g, a)]
 
 
+_BASE_NUM = re.compile(r"^(?:\\(?:text|mathrm)\s*\{\s*)?([0-9A-Za-z]+)\s*\}?\s*(?:_\s*\{?\s*(\d+)\s*\}?)?$")
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def base_digits(g: str, a: str) -> bool | None:
+    """`\\text{FF}_{16}` vs `FF`, `1011_2` vs `1011`: a numeral in a base is its digits.
+    None when neither side names a base, or the digits do not fit it."""
+    gm, am = _BASE_NUM.match(g.strip()), _BASE_NUM.match(a.strip())
+    if not gm or not am or not (gm.group(2) or am.group(2)):
+        return None
+    bases = [int(x.group(2) or gm.group(2) or am.group(2)) for x in (gm, am)]
+    digits = [x.group(1).lower() for x in (gm, am)]
+    if not all(2 <= b <= 36 and all(c in _DIGITS[:b] for c in d) for b, d in zip(bases, digits)):
+        return None
+    if bases[0] != bases[1]:  # `FF_{16}` vs `11111111_2`: one number
+        return int(digits[0], bases[0]) == int(digits[1], bases[1])
+    return digits[0].lstrip("0") == digits[1].lstrip("0")
+
+
+_LETTER_SET = re.compile(r"^\(?[A-E]\)?(?:\s*(?:,|and|&|\s)\s*\(?[A-E]\)?)+$")
+
+
+def letter_set(g: str, a: str, problem: str | None) -> bool | None:
+    """`BD` vs `B, D`: a multi-select answer is a set of letters (only when the problem lists options)."""
+    g, a = (_TEXT_WRAP.sub(r"\1", x).strip() for x in (g, a))
+    if not (_LETTER_SET.match(g) or re.fullmatch(r"[A-E]{2,5}", g)) or not mcq_options(problem):
+        return None
+    if not (_LETTER_SET.match(a) or re.fullmatch(r"[A-E]{2,5}", a)):
+        return None
+    return set(re.findall(r"[A-E]", g)) == set(re.findall(r"[A-E]", a))
+
+
+def compound_quantity(s: str, rules: Rules) -> str:
+    """`2 hours 30 minutes` -> `150\\text{ min}`: one quantity in two units of one scale."""
+    plain = _TEXT_WRAP.sub(r"\1", s).replace("\\,", " ").strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\.?\s*(?:,|and)?\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\.?", plain)
+    if not m:
+        return s
+    u1, u2 = (rules.units.get(m.group(i).lower()) for i in (2, 4))
+    (q1, f1), (q2, f2) = rules.scales.get(u1 or "", (None, "")), rules.scales.get(u2 or "", (None, ""))
+    if q1 is None or q1 != q2 or u1 == u2:
+        return s
+    from fractions import Fraction
+
+    total = Fraction(m.group(1)) * Fraction(f1) / Fraction(f2) + Fraction(m.group(3))
+    value = str(total.numerator) if total.denominator == 1 else f"\\frac{{{total.numerator}}}{{{total.denominator}}}"
+    return f"{value}\\text{{ {u2}}}"
+
+
+_NEG_PREFIX = ("non-", "non", "ir", "un", "in", "im", "il", "not ")
+
+
+def _question_words(problem: str | None) -> set[str]:
+    questions = re.findall(r"[^.?!\n]*\?", problem or "")
+    return {w for q in questions for w in re.findall(r"[a-z]{3,}", _TEXT_WRAP.sub(r"\1", q).lower())}
+
+
+def polar_word(a: str, problem: str | None, rules: Rules) -> str | None:
+    """`\\text{irrational}` answers "Is ... rational?" with no; `rational` with yes."""
+    word = _plain(a)
+    if not re.fullmatch(r"(?:not )?[a-z-]{3,}", word):
+        return None
+    asked = {_stem(w) for w in _question_words(problem)}
+    if _stem(word) in asked:
+        return "yes"
+    for pair in rules.antonyms:
+        if _stem(word) in {_stem(w) for w in pair} and any(_stem(w) in asked for w in pair):
+            return "yes" if _stem(word) in asked else "no"
+    for pre in _NEG_PREFIX:
+        if (word.startswith(pre) and _stem(word[len(pre):]) in asked) or _stem(pre + word) in asked:
+            return "no"
+    return None
+
+
+def _stem(word: str) -> str:
+    """converges, converged -> converge: enough to match a question's verb."""
+    return re.sub(r"(?<=[a-z]{3})(?:es|s|ed|d|e)$", "", word)
+
+
+def text_phrase(g: str, a: str, problem: str | None) -> bool | None:
+    """`\\text{Right triangle}` for a gold `\\text{right}`: the gold's words, plus words the
+    problem itself uses (what the answer is about), and no negation."""
+    gw, aw = _plain(g).split(), _plain(a).split()
+    if not gw or not all(re.fullmatch(r"[a-z]{2,}", w) for w in gw + aw) or len(aw) < len(gw):
+        return None
+    if aw == gw:
+        return True
+    if _NEGATION.search(" ".join(aw)) and not _NEGATION.search(" ".join(gw)):
+        return False
+    words = set(re.findall(r"[a-z]+", (problem or "").lower()))
+    extra = list(aw)
+    for w in gw:
+        if w not in extra:
+            return False
+        extra.remove(w)
+    return all(w in words or w.rstrip("s") in words for w in extra)
+
+
+_IDENTITY = re.compile(r"^\s*(?:\\mathbf\{I\}|\\mathrm\{I\}|I)(?:_\{?(\d)\}?)?\s*$")
+
+
+def identity_matrix(s: str, other: str) -> str:
+    """`I_2` (or `I` against a square matrix) -> the identity matrix written out."""
+    m, size = _IDENTITY.match(s), None
+    if not m or "matrix}" not in other:
+        return s
+    rows = re.search(r"\\begin\{[pbv]?matrix\}(.*?)\\end", other, re.S)
+    size = int(m.group(1)) if m.group(1) else (len([r for r in rows.group(1).split("\\\\") if r.strip()]) if rows else 0)
+    if not size:
+        return s
+    body = " \\\\ ".join(" & ".join("1" if i == j else "0" for j in range(size)) for i in range(size))
+    return f"\\begin{{pmatrix}} {body} \\end{{pmatrix}}"
+
+
+def _percent_for_a_unit(g: str, a: str, problem: str | None, rules: Rules) -> bool:
+    """`50\\%` for "By how many dollars ...": a percentage where the question asks for a unit."""
+    return bool(_PERCENT.match(a)) and not _PERCENT.match(g) and asked_unit(problem, rules) is not None
+
+
+def asked_unit(problem: str | None, rules: Rules) -> str | None:
+    """The unit a question asks for: "How many hours ...", "... in minutes?"."""
+    m = re.search(r"\bhow\s+many\s+([a-z]+(?:\s+[a-z]+)?)|\b(?:in|in\s+terms\s+of)\s+([a-z]+)\s*[?.]", problem or "", re.I)
+    if not m:
+        return None
+    words = (m.group(1) or m.group(2)).lower().split()
+    units = [rules.units[w] for w in (" ".join(words), words[0]) if w in rules.units]
+    return next((u for u in units if u in rules.scales), None)
+
+
+def _decided_by_form(g: str, a: str, problem: str | None, rules: Rules) -> bool | None:
+    """The answers whose form decides them before any maths: text answers (and the
+    words that answer a yes/no question), text phrases, numerals in a base, letter sets."""
+    gt, at = text_answer(g, rules), text_answer(a, rules)
+    if gt in ("yes", "no") and (polar := polar_word(a, problem, rules)):  # `possible` for "Is it impossible?"
+        return polar == gt
+    if gt is not None or at is not None:
+        return gt == at
+    if (same := text_phrase(g, a, problem)) is not None:
+        return same
+    g, a = number_words(g), number_words(a)
+    return next((d for d in (base_digits(g, a), letter_set(g, a, problem)) if d is not None), None)
+
+
 def compare(gold: str, answer: str, problem: str | None, opts: Options, rules: Rules) -> bool:
     """Is `answer` (already extracted) the same answer as `gold`?"""
     if not opts.normalizers:
@@ -449,10 +624,13 @@ def compare(gold: str, answer: str, problem: str | None, opts: Options, rules: R
             return False
     elif _PM.search(g) and g != a:  # `1 \\pm \\sqrt{3}` vs `\\frac{2\\pm\\sqrt{12}}{2}`: each sign on its own
         return all(compare(_PM.sub(sign, g), _PM.sub(sign, a), problem, opts, rules) for sign in ("+", "-"))
-    gt, at = text_answer(g, rules), text_answer(a, rules)
-    if gt is not None or at is not None:
-        return gt == at
+    if (decided := _decided_by_form(g, a, problem, rules)) is not None:
+        return decided
+    g, a = identity_matrix(g, a), identity_matrix(a, g)
     g, a = number_words(g), number_words(a)
+    g, a = compound_quantity(g, rules), compound_quantity(a, rules)
+    if _PERCENT.match(g):  # `16 percent` for a gold `16\\%`
+        a = _PERCENT_WORD.sub(r"\\%", a)
     if re.fullmatch(r"\(?[A-E]\)?", _TEXT_WRAP.sub(r"\1", g).strip()):  # `\\mathrm{(E)}`
         g = _TEXT_WRAP.sub(r"\1", g).strip()
     if m := _LETTER_AND_TEXT.match(g):  # gold `(D) Alina`: the letter, or the option's text
@@ -469,6 +647,10 @@ def compare(gold: str, answer: str, problem: str | None, opts: Options, rules: R
         return letter in options and compare(g, options[letter], None, opts, rules)  # gold 12, answer `B` = (B) 12
     gv, gu = split_unit(g, rules)
     av, au = split_unit(a, rules)
+    if au and not gu:  # gold `2.5` for "How many hours ...", `\\$12.75`: the gold is in the unit asked for
+        gu = "dollar" if re.match(r"\s*\\?\$", gold) and "dollar" in rules.scales else asked_unit(problem, rules)
+    if _percent_for_a_unit(gv, av, problem, rules):
+        return False
     if gu and au and gu != au:
         return _converted_equal(gv, gu, av, au, opts, rules)
     if clock_24h(gv) != gv or clock_24h(av) != av:
@@ -573,8 +755,7 @@ def _same_function(lhs1: str, lhs2: str) -> bool:
     a, b = (re.sub(r"\s+", "", x) for x in (lhs1, lhs2))
     if a == b:
         return bool(_ASSIGN_LHS.match(a))
-    fn = re.compile(r"^[a-zA-Z]\([a-zA-Z]\)$")
-    return {a, b} & {"y"} != set() and any(fn.match(x) for x in (a, b))
+    return {a, b} & {"y"} != set() and any(re.fullmatch(_FN_NAME, x) for x in (a, b))
 
 
 def _pm_matches_set(g: str, a: str, opts: Options) -> bool:
@@ -599,6 +780,17 @@ def leading_text_answer(text: str, rules: Rules) -> str | None:
     return rules.text_answers.get(m.group(1).lower()) if m else None
 
 
+_RULED_OUT = re.compile(r"\b(?:not|no|never|cannot|can't|isn't|non|pas|nicht|kein|nein|não|nao|не|нет)\b|n't\b|不是|不|ではない|아니", re.I)
+
+
+def _hedged(text: str, letters: list[str]) -> bool:
+    """`(B) or possibly (E)`: two letters offered, neither ruled out (`D, it can't be A` is one)."""
+    if len(set(letters)) < 2:
+        return False
+    first, second = (re.search(rf"(?<![A-Za-z\\]){x}(?![A-Za-z])", text) for x in letters[:2])
+    return not _RULED_OUT.search(text[first.end(): second.start()]) if first and second else False
+
+
 def _letters(text: str) -> list[str]:
     return re.findall(r"(?<![A-Za-z\\])([A-E])(?![A-Za-z])", text)
 
@@ -611,7 +803,8 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
     Math-Verify's own extraction on the same text, so that nothing raw
     Math-Verify accepts is lost, except its known false positives (`vetoed`).
     """
-    from factory.verify.extract import all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase
+    from factory.verify.extract import (all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
+                                        where_clause)
 
     found = candidates(generation, finish_reason, strict=opts.strict_format)
     if found is None:
@@ -629,13 +822,16 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
     # a box or a final-answer phrase: the model said its answer outright, not only in prose
     outright = bool(all_boxed(region)) or final_phrase(region) is not None
     if not opts.strict_format:
-        tries += _with_units(found, region, rules)
+        unit_reads = _with_units(found, region, rules)
+        if outright and (asked := asked_unit(problem, rules)):  # `\\boxed{12600}` for "how many minutes" is in minutes
+            unit_reads = [u for u in unit_reads if split_unit(rewrite(u, rules), rules)[1] == asked]
+        tries += unit_reads + _quantities_in(found)
         if not outright:  # the answer is only said in prose
             tries += _said_in_prose(g, region, rules)
     if re.fullmatch(r"\(?[A-E]\)?", _TEXT_WRAP.sub(r"\1", g).strip()) and not opts.strict_format:
         for c in found:  # prose such as `for sure D, it can't be A or B`, not `\\mathrm{E}*2`
             prose = re.search(r"[a-zA-Z]{2,}", re.sub(r"\\[a-zA-Z]+", "", c))
-            if prose and mcq_letter(c) is None and (letters := _letters(c)):
+            if prose and mcq_letter(c) is None and (letters := _letters(c)) and not _hedged(c, letters):
                 tries.append(letters[0])
         paragraphs = [p for p in region.strip().split("\n\n") if p.strip()]
         for p in paragraphs[-1:] + paragraphs[:1]:  # `D. it can't be A or B`, `B。 不是 A`
@@ -647,13 +843,13 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
     for cand in dict.fromkeys(tries):
         if compare(gold, cand, problem, opts, rules):
             return True, cand
-    if opts.strict_format or not opts.mv_fallback:
+    if opts.strict_format or not opts.mv_fallback or (found and not outright and where_clause(region)):
         return False, (found[0] if found else None)
     ok, mv_answer = mv_in_text(gold, region)
     # the veto also hears our own committed reading: `\\boxed{5\\text{ cm}}` that Math-Verify reads as 5
     ours = found[:1] if outright else []
     if ok and not any(vetoed(gold, x, problem, opts, rules) for x in (mv_answer, *ours)) \
-            and (found or committed(region, mv_answer)):
+            and (found or committed(region, mv_answer)) and not _last_mention_negated(region, mv_answer):
         return True, mv_answer
     return False, (found[0] if found else mv_answer)
 
@@ -665,9 +861,11 @@ def _said_in_prose(g: str, region: str, rules: Rules) -> list[str]:
     """A text gold the last paragraph affirms in words: `\\text{even}` in "The
     function is even, since ...", `no solution` in "There is no solution, because
     ...". Not when a negation or `whether` comes just before it."""
-    variants = {v for v, canon in rules.text_answers.items() if canon == text_answer(g, rules) and " " in v}
+    # phrases, and long single words (`impossible`); not `no`, `true`, `none`: too common in prose
+    variants = {v for v, canon in rules.text_answers.items()
+                if canon == text_answer(g, rules) and (" " in v or len(v) >= 8)}
     word = _plain(g)
-    if re.fullmatch(r"[a-z]{3,}", word) and text_answer(g, rules) is None:
+    if re.fullmatch(r"[a-z]{3,}(?: [a-z]+){0,3}", word) and text_answer(g, rules) is None:
         variants.add(word)
     paragraphs = [p for p in region.strip().split("\n\n") if p.strip()]
     last = _plain(paragraphs[-1]) if paragraphs else ""
@@ -689,7 +887,40 @@ def _with_units(found: list[str], region: str, rules: Rules) -> list[str]:
             for m in re.finditer(rf"(?<![\d.]){re.escape(c)}\s*([a-zA-Z][a-zA-Z/^23²³]*(?:\s+per\s+[a-z]+)?)", region):
                 if split_unit(f"{c} {m.group(1)}", rules)[1]:
                     out.append(f"{c}\\text{{ {m.group(1)}}}")
+            # `1 hour and 15 minutes`: the number read last is the second part of one quantity
+            for m in re.finditer(rf"(?<![\d.])\d+(?:\.\d+)?\s*[a-zA-Z]+\.?\s*(?:,|and)?\s*{re.escape(c)}\s*[a-zA-Z]+", region):
+                if (whole := compound_quantity(m.group(0), rules)) != m.group(0):
+                    out.append(whole)
     return out
+
+
+_PERCENT_WORD = re.compile(r"(?<=\d)\s*(?:\\text\s*\{\s*)?(?:percent|per cent)\b\s*\}?", re.I)
+_QUANTITY = re.compile(r"(?<![\d.,])(\d+(?:\.\d+)?)\s*(\\?%|\\?\$|€|£|percent\b|per cent\b)")
+
+
+def _quantities_in(found: list[str]) -> list[str]:
+    """`40 is 16 percent of 250`, `Janeth aura encore 220 $ à payer d'ici 12 mois`: a
+    sentence read as its answer names one amount with a % or currency sign."""
+    out = []
+    for c in found:
+        if not re.search(r"[a-zA-Z]{3,}", _TEXT_WRAP.sub("", c)):
+            continue
+        hits = {(v, "%" in u or "per" in u) for v, u in _QUANTITY.findall(c)}
+        if len(hits) == 1:
+            value, percent = hits.pop()
+            out.append(f"{value}\\%" if percent else value)
+    return out
+
+
+def _last_mention_negated(region: str, answer: str | None) -> bool:
+    """`tempting to say 7, but the answer is not 7; it is 6`: the reading's last mention rules it out."""
+    if not answer:
+        return False
+    hits = list(re.finditer(rf"(?<![\w.]){re.escape(answer)}(?!\w|\.\d)", region))
+    if not hits:
+        return False
+    before = " ".join(region[: hits[-1].start()].split()[-2:])
+    return bool(re.search(r"\b(?:not|isn't|is\s+n't|never|rather\s+than|instead\s+of)$", before, re.I))
 
 
 def mv_in_text(gold: str, text: str) -> tuple[bool, str | None]:
@@ -717,21 +948,22 @@ def vetoed(gold: str, answer: str | None, problem: str | None, opts: Options, ru
         return True
     if re.search(r"\beither\b|\bor\b", a) and not re.search(r",|\bor\b|\\cup|\\pm|\\\{", g):
         return True  # `either 8 or 23`: two answers for a gold that has one
-    gt, at = text_answer(g, rules), text_answer(a, rules)
-    if (gt is not None or at is not None) and gt != at:
+    if _decided_by_form(g, a, problem, rules) is False:
         return True
     if re.fullmatch(r"\(?[A-E]\)?", g.strip()) and mcq_letter(a) not in (None, g.strip("() ")):
         return True
     gv, gu = split_unit(g, rules)
     av, au = split_unit(a, rules)
-    if gu and au and gu != au:
+    if (gu and au and gu != au) or _percent_for_a_unit(gv, av, problem, rules):
         return True
     ge, ae = split_equation(gv), split_equation(av)
     if ge and ae and not _relations_equal(ge, ae):
         return True
     if ge and not ae and not _ASSIGN_LHS.match(ge[0]):  # `2x + z = 1` is not answered by `1`
         return True
-    listed = re.search(r",|or|and|\\cup|;", av)  # `W(x)=1orW(x)=-1` lists two
+    if ae and not ge and _ASSIGN_LHS.match(ae[0]):  # `A \\cap B = \\{3, 4\\}` is its right-hand side
+        av = ae[1]
+    listed = re.search(r",|or|and|\\cup|;", av) and not re.match(r"\s*(?:\\\{|\(|\[)", av)  # `W(x)=1orW(x)=-1` lists two
     if not listed and _set_size(gv, False) != _set_size(av, True):  # {-2, 2} is not answered by x = 2
         return True
     gm, am = _PERCENT.match(gv), _PERCENT.match(av)
