@@ -214,13 +214,14 @@ def _last_line(region: str) -> tuple[str, list, list] | str | None:
     return None
 
 
+def _says_where(line: str, tokens: list) -> bool:
+    return len(tokens) > 1 and bool(_WHERE.match(line[tokens[-2][0] + tokens[-2][2]: tokens[-1][0]]))
+
+
 def where_clause(region: str) -> bool:
     """`is $-5$, attained at $x=-2$`: the last line ends by saying where, not what."""
     found = _last_line(region)
-    if not isinstance(found, tuple) or len(found[2]) < 2:
-        return False
-    line, _, tokens = found
-    return bool(_WHERE.match(line[tokens[-2][0] + tokens[-2][2]: tokens[-1][0]]))
+    return isinstance(found, tuple) and _says_where(found[0], found[2])
 
 
 def last_expression(region: str) -> str | None:
@@ -233,7 +234,7 @@ def last_expression(region: str) -> str | None:
     listed = _listed(line, tokens)
     if listed:
         return listed
-    if where_clause(region):
+    if _says_where(line, tokens):
         return tokens[-2][1]
     last = tokens[-1]
     return last[1] if last in spans or committed(line, last[1]) else None

@@ -133,7 +133,7 @@ def parts_as_list(s: str) -> str:
     labels = _PART.findall(s)
     if len(labels) < 2 or not _PART.match(s):
         return s
-    parts = [p.strip().rstrip(";,").strip() for p in _PART.split(s) if p.strip().rstrip(";,").strip()]
+    parts = [p for p in (x.strip().rstrip(";,").strip() for x in _PART.split(s)) if p]
     return ", ".join(parts) if len(parts) == len(labels) else s
 
 
@@ -571,7 +571,7 @@ _IDENTITY = re.compile(r"^\s*(?:\\mathbf\{I\}|\\mathrm\{I\}|I)(?:_\{?(\d)\}?)?\s
 
 def identity_matrix(s: str, other: str) -> str:
     """`I_2` (or `I` against a square matrix) -> the identity matrix written out."""
-    m, size = _IDENTITY.match(s), None
+    m = _IDENTITY.match(s)
     if not m or "matrix}" not in other:
         return s
     rows = re.search(r"\\begin\{[pbv]?matrix\}(.*?)\\end", other, re.S)
