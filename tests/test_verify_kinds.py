@@ -100,6 +100,24 @@ CORRECT = [
     ("units", "\\$4.20", T + "Altogether she pays 4 dollars and 20 cents."),
     ("matrix", "\\begin{pmatrix} 1 & 0 & 0 \\\\ 0 & 1 & 0 \\\\ 0 & 0 & 1 \\end{pmatrix}", T + "The product is $\\boxed{I_3}$."),
     ("no_box", "7", T + "The largest value is $7$, reached when $t = 1$."),
+    # what the question asks picks the value out of a prose answer
+    ("asked", "6", T + "A hexagon has 6 sides and 9 diagonals.", "How many sides does a hexagon have?"),
+    ("asked", "0", T + "There are no such primes.", "How many even primes greater than 2 are there?"),
+    ("asked", "3", T + "The quotient is $3$ and the remainder is $2$.", "What is the quotient when 11 is divided by 3?"),
+    ("asked", "40\\%", T + "So 8 is 40% of 20.", "What percent of 20 is 8?"),
+    ("asked", "5", T + "$g(2) = 5$, using the rule above twice.", "Let $g(x)=2x+1$. Compute $g(2)$."),
+    ("asked", "60", T + "Its average speed is 60 km/h across the 2 hours and 120 km.",
+     "A car covers 120 km in 2 hours. What is its average speed?"),
+    ("asked", "4", T + "The least such $k$ is 4, since $3^2 = 9$ is still below 10.", "Find the least integer $k$ with $k^2 > 10$."),
+    # labelled values, scale words, scalar multiples of I, unicode, clock times, e-notation in a chain
+    ("named", "\\text{gcd } 6, \\text{ lcm } 36", T + "gcd $\\boxed{6}$ and lcm $\\boxed{36}$."),
+    ("largenum", "3400000", T + "$\\boxed{3.4\\text{ million}}$"),
+    ("matrix", "\\begin{pmatrix} 3 & 0 \\\\ 0 & 3 \\end{pmatrix}", T + "$\\boxed{3I}$"),
+    ("unicode", "2\\pi", T + "The circumference is 2π."),
+    ("unicode", "\\frac{2}{3}", "⅓ + ⅓ = ⅔"),
+    ("clock", "7:05 \\text{ AM}", T + "She wakes up at 7:05 a.m."),
+    ("sci", "3 \\times 10^{-4}", T + "0.0003 = 3e-4"),
+    ("text", "\\text{no solution}", T + "This cannot happen: no real number satisfies both equations."),
 ]
 
 WRONG = [
@@ -147,6 +165,18 @@ WRONG = [
     ("matrix", "\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", T + "$\\boxed{I_3}$"),
     ("percent", "30", T + "$\\boxed{30\\%}$", "A coat costs $\\$100$ and drops to $\\$70$. By how many dollars did it drop?"),
     ("no_box", "7", T + "The largest value is $6$, reached when $t = 7$."),
+    ("asked", "9", T + "A hexagon has 6 sides and 9 diagonals.", "How many sides does a hexagon have?"),
+    ("asked", "2", T + "The remainder is $1$ at first, but the remainder is $2$ after the carry.",
+     "What is the remainder when 11 is divided by 3?"),  # two remainders said: nothing is picked
+    ("asked", "20\\%", T + "So 8 is 40% of 20.", "What percent of 20 is 8?"),
+    ("named", "\\text{gcd } 6, \\text{ lcm } 36", T + "gcd $\\boxed{36}$ and lcm $\\boxed{6}$."),
+    ("named", "\\text{gcd } 6, \\text{ lcm } 36", T + "**Answer:** lcm 6, gcd 36"),
+    ("largenum", "3400000", T + "$\\boxed{3.4\\text{ billion}}$"),
+    ("matrix", "\\begin{pmatrix} 3 & 0 \\\\ 0 & 3 \\end{pmatrix}", T + "$\\boxed{-3I}$"),
+    ("clock", "7:05 \\text{ AM}", T + "She wakes up at 7:05 p.m."),
+    ("units", "250", T + "$\\boxed{250\\text{ mm}}$", "How many centimeters are in 2.5 meters?"),
+    ("trap", "20", T + "**Final Answer:** 20\n\nWait, the overlap must not be removed, so the answer is $12 + 8 = 25$."),
+    ("text", "\\text{no solution}", T + "No real number satisfies the first equation, so $x = 3$ is the only solution."),
 ]
 
 

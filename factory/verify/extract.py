@@ -12,6 +12,8 @@ box found mid-thought is a guess the model never committed to.
 from __future__ import annotations
 
 import re
+import unicodedata
+from fractions import Fraction
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -20,19 +22,19 @@ _BOX_CMDS = ("\\boxed", "\\fbox")
 # "final answer is X", "Answer: X", "la réponse est X", "答案是 X": the capture runs to the end of the sentence
 _PHRASES = [
     r"final\s+answer(?:\s*(?:is|:|=)|\*\*|\s*\n)", r"(?:the\s+)?(?:correct\s+)?answer\s+(?:is|would\s+be|should\s+be)",
-    r"answer\s*[:：=]", r"(?:correct|right)\s+(?:choice|option)\s+is", r"(?:choice|option)\s*[:：]",
+    r"answer\s*[:：=]", r"^\s*####", r"(?:correct|right)\s+(?:choice|option)\s+is", r"(?:choice|option)\s*[:：]",
     r"(?:la\s+)?r[ée]ponse\s+(?:finale\s+)?(?:est|:)", r"r[ée]ponse\s*[:：]",
     r"(?:la\s+)?respuesta\s+(?:final\s+)?(?:es|:)", r"respuesta\s*[:：]",
     r"(?:a\s+)?resposta\s+(?:final\s+)?(?:é|:)", r"(?:la\s+)?risposta\s+(?:è|:)",
     r"(?:die\s+)?antwort\s+(?:ist|lautet|:)", r"antwort\s*[:：]", r"ответ\s*(?:[:：]|—|-)?",
     r"答案(?:是|为|[:：])", r"答え(?:は|[:：])", r"정답(?:은|[:：])", r"الإجابة(?:\s+هي)?\s*[:：]?",
 ]
-_PHRASE = re.compile(r"(?:\*\*|__)?(?:" + "|".join(_PHRASES) + r")(?:\*\*|__)?\s*[:：]?\s*(?:\*\*|__)?", re.IGNORECASE)
+_PHRASE = re.compile(r"(?:\*\*|__)?(?:" + "|".join(_PHRASES) + r")(?:\*\*|__)?\s*[:：]?\s*(?:\*\*|__)?", re.IGNORECASE | re.M)
 # the end of a captured answer: a line break, or a sentence end that is not a decimal point
 _SENTENCE_END = re.compile(r"\n|(?<!\d)[.。!?！？](?!\d)|[.](?=\s|$)|。|$")
 _TRAILERS = re.compile(r"\s*(?:I hope it is correct|<\|im_\w+\|>).*$", re.IGNORECASE | re.S)
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$(.+?)(?<!\\)\$", re.S)
-_NUMBER = re.compile(r"(?<![A-Za-z\d.,])(?:\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+)?(?:[eE][+-]?\d+(?![\w]))?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)")
+_NUMBER = re.compile(r"(?<![A-Za-z\d.,:])(?:\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?\s?[Mm]\b\.?)?|(?:\d+\s*)?\\frac\{\d+\}\{\d+\}|\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+)?(?:[eE][+-]?\d+(?![\w]))?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)(?:\s*\\pi(?![a-zA-Z]))?")
 
 
 def is_reasoning_complete(text: str, finish_reason: str | None) -> bool:
@@ -165,7 +167,15 @@ def committed(region: str, answer: str) -> bool:
 _LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or)?|and|or|et|ou|y|o|und|oder|e|и|или|和|或|与|、|,)\s*(?:[a-zA-Z]\s*=\s*)?$", re.IGNORECASE)
 _UNICODE_MATH = [(re.compile(r"√\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)"), r"\\sqrt{\1}"), (re.compile(r"√\s*(\d+|[a-zA-Z])"), r"\\sqrt{\1}"),
                  (re.compile("[²]"), "^{2}"), (re.compile("[³]"), "^{3}"), (re.compile("[−–]"), "-"),
-                 (re.compile("×"), "\\\\times "), (re.compile("·"), "\\\\cdot "), (re.compile("π"), "\\\\pi ")]
+                 (re.compile("×"), "\\\\times "), (re.compile("·"), "\\\\cdot "), (re.compile("÷"), "\\\\div "),
+                 (re.compile("π"), "\\\\pi "), (re.compile("∞"), "\\\\infty "),
+                 (re.compile("(\\d*)([½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅐⅛⅜⅝⅞⅑⅒])"), lambda m: _vulgar(m.group(1), m.group(2)))]
+
+
+def _vulgar(whole: str, char: str) -> str:
+    """`¾` -> `\\frac{3}{4}`, `2½` -> `2\\frac{1}{2}` (a mixed number)."""
+    f = Fraction(unicodedata.numeric(char)).limit_denominator(12)
+    return f"{whole}\\frac{{{f.numerator}}}{{{f.denominator}}}"
 
 
 def unicode_math(text: str) -> str:
@@ -201,17 +211,23 @@ def _last_line(region: str) -> tuple[str, list, list] | str | None:
     order), or the whole line when it is one bare expression."""
     for line in reversed([ln for ln in region.strip().splitlines() if ln.strip()]):
         line = unicode_math(line)
-        spans = [(m.start(), next(g for g in m.groups() if g is not None).strip(), len(m.group(0)))
-                 for m in _MATH_SPAN.finditer(line)]
-        spans = [t for t in spans if t[1]]
-        plain = _MATH_SPAN.sub(lambda m: " " * len(m.group(0)), line)  # positions kept
+        spans, tokens = answer_tokens(line)
         if not spans and not re.search(r"[^\W\d_]{2,}", re.sub(r"\\[a-zA-Z]+", "", line)):
             return line.strip().rstrip(".。")  # the whole line is one expression: `\\frac{4}{23}`
-        numbers = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _NUMBER.finditer(plain)]
-        tokens = sorted(spans + numbers)
         if tokens:
             return line, spans, tokens
     return None
+
+
+def answer_tokens(text: str) -> tuple[list, list]:
+    """(math spans, all answer-like tokens in order) of `text` (unicode math already
+    rewritten), each as (start, content, length in the text)."""
+    spans = [(m.start(), next(g for g in m.groups() if g is not None).strip(), len(m.group(0)))
+             for m in _MATH_SPAN.finditer(text)]
+    spans = [t for t in spans if t[1]]
+    plain = _MATH_SPAN.sub(lambda m: " " * len(m.group(0)), text)  # positions kept
+    numbers = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _NUMBER.finditer(plain)]
+    return spans, sorted(spans + numbers)
 
 
 def _says_where(line: str, tokens: list) -> bool:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from factory import assets
+from factory.verify.question import asked_readings, asked_unit
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,15 @@ _UNITS_W = ("zero one two three four five six seven eight nine ten eleven twelve
 _TENS_W = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
+_SCALE_W = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+_SCALED = re.compile(r"(\d+(?:\.\d+)?)\s*(thousand|million|billion|trillion)")
+
+
 def number_words(s: str) -> str:
-    """`\\text{forty-two}` -> `42`; `one hundred and five` -> `105` (English, below a million)."""
+    """`\\text{forty-two}` -> `42`; `one hundred and five` -> `105` (English, below a million);
+    `2.75 million` -> `2750000`."""
+    if m := _SCALED.fullmatch(" ".join(re.sub(r",(?=\d{3})", "", _TEXT_WRAP.sub(r"\1", s)).replace(",", ".").lower().split())):  # `2.75 million`
+        return str(Decimal(m.group(1)).scaleb(_SCALE_W[m.group(2)]).normalize().__format__("f"))
     words = _plain(s).replace("-", " ").replace(" and ", " ").split()
     if not words or any(w not in _UNITS_W and w not in _TENS_W and w not in ("hundred", "thousand") for w in words):
         return s
@@ -177,6 +186,8 @@ def text_answer(s: str, rules: Rules) -> str | None:
 
 def split_unit(s: str, rules: Rules) -> tuple[str, str | None]:
     """`5\\text{ cm}` -> ("5", "cm"); a known unit only, else unchanged."""
+    if _CLOCK.match(s):  # `10:15 p.m` is a time, not metres
+        return s, None
     for pat in (_UNIT_TEXT, _UNIT_BARE):
         m = pat.match(s)
         if m:
@@ -517,6 +528,22 @@ def compound_quantity(s: str, rules: Rules) -> str:
     return f"{value}\\text{{ {u2}}}"
 
 
+_NAMED_ITEM = re.compile(r"^\s*(?:\\text\s*\{\s*([a-zA-Z]{2,}(?: [a-zA-Z]+)*)\s*[:=]?\s*\}|([a-zA-Z]{2,}(?: [a-zA-Z]+)*))"
+                         r"\s*[:=]?\s*([^a-zA-Z\s].*?)\s*$")
+
+
+def named_items(s: str, order: list[str] | None = None) -> tuple[str, list[str]]:
+    """`\\text{quotient } 9, \\text{ remainder } 2` -> `9, 2`: a list whose items are
+    named is the tuple of its values, in the other side's `order` when both name them."""
+    items = [m for m in (_NAMED_ITEM.match(p) for p in s.split(",")) if m]
+    if len(items) < 2 or len(items) != s.count(",") + 1:
+        return s, []
+    named = {(m.group(1) or m.group(2)).lower(): m.group(3) for m in items}
+    if order and set(order) == set(named):
+        return "(" + ", ".join(named[n] for n in order) + ")", order
+    return "(" + ", ".join(m.group(3) for m in items) + ")", list(named)
+
+
 _NEG_PREFIX = ("non-", "non", "ir", "un", "in", "im", "il", "not ")
 
 
@@ -566,19 +593,21 @@ def text_phrase(g: str, a: str, problem: str | None) -> bool | None:
     return all(w in words or w.rstrip("s") in words for w in extra)
 
 
-_IDENTITY = re.compile(r"^\s*(?:\\mathbf\{I\}|\\mathrm\{I\}|I)(?:_\{?(\d)\}?)?\s*$")
+_IDENTITY = re.compile(r"^\s*(-?\s*(?:\\frac\s*(?:\{\d+\}|\d)\s*(?:\{\d+\}|\d)|\d+(?:\.\d+)?)?)\s*(?:\\cdot\s*)?"
+                       r"(?:\\mathbf\{I\}|\\mathrm\{I\}|I)(?:_\{?(\d)\}?)?\s*$")
 
 
 def identity_matrix(s: str, other: str) -> str:
-    """`I_2` (or `I` against a square matrix) -> the identity matrix written out."""
+    """`I_2` (or `I`, `\\frac{1}{2} I` against a square matrix) -> the matrix written out."""
     m = _IDENTITY.match(s)
     if not m or "matrix}" not in other:
         return s
     rows = re.search(r"\\begin\{[pbv]?matrix\}(.*?)\\end", other, re.S)
-    size = int(m.group(1)) if m.group(1) else (len([r for r in rows.group(1).split("\\\\") if r.strip()]) if rows else 0)
+    size = int(m.group(2)) if m.group(2) else (len([r for r in rows.group(1).split("\\\\") if r.strip()]) if rows else 0)
     if not size:
         return s
-    body = " \\\\ ".join(" & ".join("1" if i == j else "0" for j in range(size)) for i in range(size))
+    one = {"": "1", "-": "-1"}.get(m.group(1).replace(" ", ""), m.group(1).replace(" ", ""))  # `\\frac12 I`: a multiple of I
+    body = " \\\\ ".join(" & ".join(one if i == j else "0" for j in range(size)) for i in range(size))
     return f"\\begin{{pmatrix}} {body} \\end{{pmatrix}}"
 
 
@@ -587,14 +616,12 @@ def _percent_for_a_unit(g: str, a: str, problem: str | None, rules: Rules) -> bo
     return bool(_PERCENT.match(a)) and not _PERCENT.match(g) and asked_unit(problem, rules) is not None
 
 
-def asked_unit(problem: str | None, rules: Rules) -> str | None:
-    """The unit a question asks for: "How many hours ...", "... in minutes?"."""
-    m = re.search(r"\bhow\s+many\s+([a-z]+(?:\s+[a-z]+)?)|\b(?:in|in\s+terms\s+of)\s+([a-z]+)\s*[?.]", problem or "", re.I)
-    if not m:
-        return None
-    words = (m.group(1) or m.group(2)).lower().split()
-    units = [rules.units[w] for w in (" ".join(words), words[0]) if w in rules.units]
-    return next((u for u in units if u in rules.scales), None)
+def _gold_unit(gold: str, gu: str | None, au: str | None, problem: str | None, rules: Rules) -> str | None:
+    """A bare gold against an answer with a unit (`2.5` for "How many hours ...", `\\$12.75`)
+    is in the unit the question asks for."""
+    if gu or not au:
+        return gu
+    return "dollar" if re.match(r"\s*\\?\$", gold) and "dollar" in rules.scales else asked_unit(problem, rules)
 
 
 def _decided_by_form(g: str, a: str, problem: str | None, rules: Rules) -> bool | None:
@@ -629,6 +656,10 @@ def compare(gold: str, answer: str, problem: str | None, opts: Options, rules: R
     g, a = identity_matrix(g, a), identity_matrix(a, g)
     g, a = number_words(g), number_words(a)
     g, a = compound_quantity(g, rules), compound_quantity(a, rules)
+    g, names = named_items(g)
+    a, a_names = named_items(a, names)
+    if names and not a_names and "," in a and not re.match(r"\s*[(\[{]", a):  # `9, 2` for the two named values
+        a = f"({a})"
     if _PERCENT.match(g):  # `16 percent` for a gold `16\\%`
         a = _PERCENT_WORD.sub(r"\\%", a)
     if re.fullmatch(r"\(?[A-E]\)?", _TEXT_WRAP.sub(r"\1", g).strip()):  # `\\mathrm{(E)}`
@@ -647,8 +678,7 @@ def compare(gold: str, answer: str, problem: str | None, opts: Options, rules: R
         return letter in options and compare(g, options[letter], None, opts, rules)  # gold 12, answer `B` = (B) 12
     gv, gu = split_unit(g, rules)
     av, au = split_unit(a, rules)
-    if au and not gu:  # gold `2.5` for "How many hours ...", `\\$12.75`: the gold is in the unit asked for
-        gu = "dollar" if re.match(r"\s*\\?\$", gold) and "dollar" in rules.scales else asked_unit(problem, rules)
+    gu = _gold_unit(gold, gu, au, problem, rules)
     if _percent_for_a_unit(gv, av, problem, rules):
         return False
     if gu and au and gu != au:
@@ -812,6 +842,11 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
     region = answer_region(generation)
     if not found and dangling_phrase(region):
         return False, None
+    # a box or a final-answer phrase: the model said its answer outright, not only in prose
+    outright = bool(all_boxed(region)) or final_phrase(region) is not None
+    # in prose, the value given for what the question asks beats the line's last number
+    asked = [] if outright or opts.strict_format else asked_readings(problem, region, rules)
+    found = asked or found
     tries = list(found)
     g = rewrite(gold, rules)
     if text_answer(g, rules) is not None and not opts.strict_format:
@@ -819,8 +854,6 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
         paragraphs = [p for p in region.strip().split("\n\n") if p.strip()]
         tries += [leading_text_answer(c, rules) for c in leads] + \
                  [t for t in (leading_text_answer(p, rules) for p in paragraphs[:1] + paragraphs[-1:]) if t]
-    # a box or a final-answer phrase: the model said its answer outright, not only in prose
-    outright = bool(all_boxed(region)) or final_phrase(region) is not None
     if not opts.strict_format:
         unit_reads = _with_units(found, region, rules)
         if outright and (asked := asked_unit(problem, rules)):  # `\\boxed{12600}` for "how many minutes" is in minutes
@@ -843,7 +876,7 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
     for cand in dict.fromkeys(tries):
         if compare(gold, cand, problem, opts, rules):
             return True, cand
-    if opts.strict_format or not opts.mv_fallback or (found and not outright and where_clause(region)):
+    if opts.strict_format or not opts.mv_fallback or asked or (found and not outright and where_clause(region)):
         return False, (found[0] if found else None)
     ok, mv_answer = mv_in_text(gold, region)
     # the veto also hears our own committed reading: `\\boxed{5\\text{ cm}}` that Math-Verify reads as 5
@@ -855,6 +888,13 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
 
 
 _NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|whether|if|cannot|can't|doesn't|isn't|aren't)\b|n't\b", re.I)
+
+
+# saying that nothing solves the problem, in words; not when the paragraph also gives a value (`x = 3`)
+_NONE_EXISTS = re.compile(r"\bno\s+(?:[a-z]+\s+){0,2}?(?:satisf\w*|exists?|works?|solves?)\b|\bimpossible\b|"
+                          r"\b(?:there\s+(?:is|are|exists?)\s+no\s+(?:[a-z]+\s+){0,2}?(?:solutions?|such|values?|integers?|numbers?))\b",
+                          re.I)
+_VALUE_GIVEN = re.compile(r"(?<![\w\\])[a-zA-Z]\s*=\s*-?\d")
 
 
 def _said_in_prose(g: str, region: str, rules: Rules) -> list[str]:
@@ -870,6 +910,9 @@ def _said_in_prose(g: str, region: str, rules: Rules) -> list[str]:
     paragraphs = [p for p in region.strip().split("\n\n") if p.strip()]
     last = _plain(paragraphs[-1]) if paragraphs else ""
     out = []
+    if text_answer(g, rules) == "no solution" and paragraphs and _NONE_EXISTS.search(paragraphs[-1]) \
+            and not _VALUE_GIVEN.search(paragraphs[-1]):  # `impossible: no integer satisfies $2x = 7$`
+        out.append("no solution")
     for v in variants:
         for m in re.finditer(rf"\b{re.escape(v)}\b", last):
             before = " ".join(last[: m.start()].split()[-3:])
@@ -944,6 +987,7 @@ def vetoed(gold: str, answer: str | None, problem: str | None, opts: Options, ru
     if answer is None:
         return True
     g, a = rewrite(gold, rules), rewrite(answer, rules)
+    a = _chain_value(a) or a  # `15 + 10 = 25` is 25
     if bool(_PM.search(g)) != bool(_PM.search(a)):
         return True
     if re.search(r"\beither\b|\bor\b", a) and not re.search(r",|\bor\b|\\cup|\\pm|\\\{", g):
@@ -954,6 +998,7 @@ def vetoed(gold: str, answer: str | None, problem: str | None, opts: Options, ru
         return True
     gv, gu = split_unit(g, rules)
     av, au = split_unit(a, rules)
+    gu = _gold_unit(gold, gu, au, problem, rules)
     if (gu and au and gu != au) or _percent_for_a_unit(gv, av, problem, rules):
         return True
     ge, ae = split_equation(gv), split_equation(av)
