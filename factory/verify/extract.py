@@ -37,6 +37,11 @@ _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\
 _NUMBER = re.compile(r"(?<![A-Za-z\d.,:])(?:\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?\s?[Mm]\b\.?)?|(?:\d+\s*)?\\frac\{\d+\}\{\d+\}|\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+)?(?:[eE][+-]?\d+(?![\w]))?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)(?:\s*\\pi(?![a-zA-Z]))?")
 
 
+def mask_math(text: str) -> str:
+    """Math spans blanked to `x`s, positions kept: a period inside `$...$` ends no sentence."""
+    return _MATH_SPAN.sub(lambda m: "x" * len(m.group(0)), text)
+
+
 def is_reasoning_complete(text: str, finish_reason: str | None) -> bool:
     """The model stopped on its own and closed any thinking block it opened."""
     if finish_reason not in ("stop", "eos", None) and finish_reason != "stop_sequence":
@@ -129,7 +134,7 @@ def phrase_readings(answer: str) -> list[str]:
     if re.match(r"not\b", answer, re.I):
         m = _NOT_BUT.match(answer)
         return phrase_readings(_clean(answer[m.end():])) if m and answer[m.end():].strip() else []
-    m = _CLAUSE.search(_MATH_SPAN.sub(lambda s: "x" * len(s.group(0)), answer))
+    m = _CLAUSE.search(mask_math(answer))
     cut = _clean(answer[: m.start()]) if m else ""
     return [answer, cut] if cut and cut != answer else [answer]
 
@@ -138,7 +143,7 @@ def _final_phrase(region: str) -> tuple[int, str] | None:
     for m in reversed(list(_PHRASE.finditer(region))):
         rest = region[m.end():]
         # keep $...$ spans whole: a period inside math is not a sentence end
-        masked = _MATH_SPAN.sub(lambda s: "x" * len(s.group(0)), rest)
+        masked = mask_math(rest)
         end = _SENTENCE_END.search(masked)
         ans = _clean(rest[: end.start() if end else len(rest)])
         if ans:
@@ -159,7 +164,7 @@ def committed(region: str, answer: str) -> bool:
     if pos < 0:
         return True
     tail = region[pos + len(answer):]
-    end = _SENTENCE_END.search(_MATH_SPAN.sub(lambda m: "x" * len(m.group(0)), tail))
+    end = _SENTENCE_END.search(mask_math(tail))
     tail = tail[: end.start() if end else len(tail)]
     return not re.search(r"[,;]\s*(?:\S+\s+){2,}\S+", tail)
 

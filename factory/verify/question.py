@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from factory.verify.extract import _MATH_SPAN, answer_tokens, unicode_math
+from factory.verify.extract import answer_tokens, mask_math, unicode_math
 
 if TYPE_CHECKING:
     from factory.verify.normalize import Rules
@@ -86,7 +86,7 @@ def last_sentence(text: str) -> str:
     if not paragraphs:
         return ""
     last = paragraphs[-1].strip()
-    masked = _MATH_SPAN.sub(lambda m: "x" * len(m.group(0)), last)
+    masked = mask_math(last)
     ends = [m.end() for m in re.finditer(r"(?<!\d)[.!?。](?=\s+\S)|(?<=\D)[.!?](?=\s+[A-Z])|\n", masked)]
     return last[ends[-1]:].strip() if ends else last
 
