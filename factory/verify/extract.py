@@ -42,6 +42,11 @@ def mask_math(text: str) -> str:
     return _MATH_SPAN.sub(lambda m: "x" * len(m.group(0)), text)
 
 
+def paragraphs(text: str) -> list[str]:
+    """The non-blank paragraphs of `text` (split at blank lines)."""
+    return [p for p in text.strip().split("\n\n") if p.strip()]
+
+
 def is_reasoning_complete(text: str, finish_reason: str | None) -> bool:
     """The model stopped on its own and closed any thinking block it opened."""
     if finish_reason not in ("stop", "eos", None) and finish_reason != "stop_sequence":

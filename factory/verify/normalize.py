@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 from factory import assets
+from factory.verify.extract import (all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
+                                    paragraphs, where_clause)
 from factory.verify.question import asked_readings, asked_unit
 
 
@@ -156,14 +158,15 @@ _TENS_W = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
 _SCALE_W = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
-_SCALED = re.compile(r"(\d+(?:\.\d+)?)\s*(thousand|million|billion|trillion)")
+_SCALED = re.compile(rf"(\d+(?:\.\d+)?)\s*({'|'.join(_SCALE_W)})")
 
 
 def number_words(s: str) -> str:
     """`\\text{forty-two}` -> `42`; `one hundred and five` -> `105` (English, below a million);
     `2.75 million` -> `2750000`."""
-    if m := _SCALED.fullmatch(" ".join(re.sub(r",(?=\d{3})", "", _TEXT_WRAP.sub(r"\1", s)).replace(",", ".").lower().split())):  # `2.75 million`
-        return str(Decimal(m.group(1)).scaleb(_SCALE_W[m.group(2)]).normalize().__format__("f"))
+    scaled = re.sub(r",(?=\d{3})", "", _TEXT_WRAP.sub(r"\1", s)).replace(",", ".")  # `1,500 million`, `1,2 million`
+    if m := _SCALED.fullmatch(" ".join(scaled.lower().split())):
+        return format(Decimal(m.group(1)).scaleb(_SCALE_W[m.group(2)]).normalize(), "f")
     words = _plain(s).replace("-", " ").replace(" and ", " ").split()
     if not words or any(w not in _UNITS_W and w not in _TENS_W and w not in ("hundred", "thousand") for w in words):
         return s
@@ -533,11 +536,12 @@ _NAMED_ITEM = re.compile(r"^\s*(?:\\text\s*\{\s*([a-zA-Z]{2,}(?: [a-zA-Z]+)*)\s*
 
 
 def named_items(s: str, order: list[str] | None = None) -> tuple[str, list[str]]:
-    """`\\text{quotient } 9, \\text{ remainder } 2` -> `9, 2`: a list whose items are
-    named is the tuple of its values, in the other side's `order` when both name them."""
+    """`\\text{quotient } 9, \\text{ remainder } 2` -> `(9, 2)`: a list whose items are
+    named is the tuple of its values, in the other side's `order` when both name them;
+    against named values (`order`), a bare list `9, 2` is a tuple too. Returns the names."""
     items = [m for m in (_NAMED_ITEM.match(p) for p in s.split(",")) if m]
     if len(items) < 2 or len(items) != s.count(",") + 1:
-        return s, []
+        return (f"({s})" if order and "," in s and not re.match(r"\s*[(\[{]", s) else s), []
     named = {(m.group(1) or m.group(2)).lower(): m.group(3) for m in items}
     if order and set(order) == set(named):
         return "(" + ", ".join(named[n] for n in order) + ")", order
@@ -606,7 +610,8 @@ def identity_matrix(s: str, other: str) -> str:
     size = int(m.group(2)) if m.group(2) else (len([r for r in rows.group(1).split("\\\\") if r.strip()]) if rows else 0)
     if not size:
         return s
-    one = {"": "1", "-": "-1"}.get(m.group(1).replace(" ", ""), m.group(1).replace(" ", ""))  # `\\frac12 I`: a multiple of I
+    coef = m.group(1).replace(" ", "")  # `\\frac12 I`: a multiple of I
+    one = {"": "1", "-": "-1"}.get(coef, coef)
     body = " \\\\ ".join(" & ".join(one if i == j else "0" for j in range(size)) for i in range(size))
     return f"\\begin{{pmatrix}} {body} \\end{{pmatrix}}"
 
@@ -657,9 +662,7 @@ def compare(gold: str, answer: str, problem: str | None, opts: Options, rules: R
     g, a = number_words(g), number_words(a)
     g, a = compound_quantity(g, rules), compound_quantity(a, rules)
     g, names = named_items(g)
-    a, a_names = named_items(a, names)
-    if names and not a_names and "," in a and not re.match(r"\s*[(\[{]", a):  # `9, 2` for the two named values
-        a = f"({a})"
+    a, _ = named_items(a, names)
     if _PERCENT.match(g):  # `16 percent` for a gold `16\\%`
         a = _PERCENT_WORD.sub(r"\\%", a)
     if re.fullmatch(r"\(?[A-E]\)?", _TEXT_WRAP.sub(r"\1", g).strip()):  # `\\mathrm{(E)}`
@@ -833,9 +836,6 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
     Math-Verify's own extraction on the same text, so that nothing raw
     Math-Verify accepts is lost, except its known false positives (`vetoed`).
     """
-    from factory.verify.extract import (all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
-                                        where_clause)
-
     found = candidates(generation, finish_reason, strict=opts.strict_format)
     if found is None:
         return False, None
@@ -851,9 +851,9 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
     g = rewrite(gold, rules)
     if text_answer(g, rules) is not None and not opts.strict_format:
         leads = [c for c in tries if leading_text_answer(c, rules)]
-        paragraphs = [p for p in region.strip().split("\n\n") if p.strip()]
+        paras = paragraphs(region)
         tries += [leading_text_answer(c, rules) for c in leads] + \
-                 [t for t in (leading_text_answer(p, rules) for p in paragraphs[:1] + paragraphs[-1:]) if t]
+                 [t for t in (leading_text_answer(p, rules) for p in paras[:1] + paras[-1:]) if t]
     if not opts.strict_format:
         unit_reads = _with_units(found, region, rules)
         if outright and (asked := asked_unit(problem, rules)):  # `\\boxed{12600}` for "how many minutes" is in minutes
@@ -866,8 +866,8 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
             prose = re.search(r"[a-zA-Z]{2,}", re.sub(r"\\[a-zA-Z]+", "", c))
             if prose and mcq_letter(c) is None and (letters := _letters(c)) and not _hedged(c, letters):
                 tries.append(letters[0])
-        paragraphs = [p for p in region.strip().split("\n\n") if p.strip()]
-        for p in paragraphs[-1:] + paragraphs[:1]:  # `D. it can't be A or B`, `B。 不是 A`
+        paras = paragraphs(region)
+        for p in paras[-1:] + paras[:1]:  # `D. it can't be A or B`, `B。 不是 A`
             if m := re.match(r"\W*\(?([A-E])\)?(?![A-Za-z])", p):
                 tries.append(m.group(1))
         sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n", region.strip()) if s.strip()]
@@ -907,11 +907,11 @@ def _said_in_prose(g: str, region: str, rules: Rules) -> list[str]:
     word = _plain(g)
     if re.fullmatch(r"[a-z]{3,}(?: [a-z]+){0,3}", word) and text_answer(g, rules) is None:
         variants.add(word)
-    paragraphs = [p for p in region.strip().split("\n\n") if p.strip()]
-    last = _plain(paragraphs[-1]) if paragraphs else ""
+    paras = paragraphs(region)
+    last = _plain(paras[-1]) if paras else ""
     out = []
-    if text_answer(g, rules) == "no solution" and paragraphs and _NONE_EXISTS.search(paragraphs[-1]) \
-            and not _VALUE_GIVEN.search(paragraphs[-1]):  # `impossible: no integer satisfies $2x = 7$`
+    if text_answer(g, rules) == "no solution" and paras and _NONE_EXISTS.search(paras[-1]) \
+            and not _VALUE_GIVEN.search(paras[-1]):  # `impossible: no integer satisfies $2x = 7$`
         out.append("no solution")
     for v in variants:
         for m in re.finditer(rf"\b{re.escape(v)}\b", last):

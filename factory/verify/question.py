@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from factory.verify.extract import answer_tokens, mask_math, unicode_math
+from factory.verify.extract import answer_tokens, mask_math, paragraphs, unicode_math
 
 if TYPE_CHECKING:
     from factory.verify.normalize import Rules
@@ -82,10 +82,10 @@ def _whole_quantity(sentence: str, value: str, rules: Rules) -> str:
 
 def last_sentence(text: str) -> str:
     """The last sentence of the last paragraph (a period inside `$...$` or a decimal does not end one)."""
-    paragraphs = [p for p in text.strip().split("\n\n") if p.strip()]
-    if not paragraphs:
+    found = paragraphs(text)
+    if not found:
         return ""
-    last = paragraphs[-1].strip()
+    last = found[-1].strip()
     masked = mask_math(last)
     ends = [m.end() for m in re.finditer(r"(?<!\d)[.!?。](?=\s+\S)|(?<=\D)[.!?](?=\s+[A-Z])|\n", masked)]
     return last[ends[-1]:].strip() if ends else last
