@@ -118,6 +118,17 @@ CORRECT = [
     ("clock", "7:05 \\text{ AM}", T + "She wakes up at 7:05 a.m."),
     ("sci", "3 \\times 10^{-4}", T + "0.0003 = 3e-4"),
     ("text", "\\text{no solution}", T + "This cannot happen: no real number satisfies both equations."),
+    # a scale word after a prose number, unnormalised mantissas, ASCII +/- and sqrt(), a braced decimal
+    # comma, \varnothing, plain formulas with function names, unicode minus and vulgar fractions
+    ("largenum", "42000000", T + "So the city ends the decade with about 42 million residents.",
+     "How many residents does the city have at the end?"),
+    ("sci", "6.5 \\times 10^{-3}", T + "The result is $0.65 \\times 10^{-2}$."),
+    ("sci", "3.06 \\times 10^{22}", T + "$\\boxed{30.6 \\times 10^{21}}$"),
+    ("pm", "-3 \\pm \\sqrt{5}", T + "**Answer:** x = -3 +/- sqrt(5)"),
+    ("non_english", "3.75", T + "Also ist die Lösung $x = 3{,}75$."),
+    ("set", "\\{\\emptyset, \\{a\\}\\}", T + "$$\\mathcal{P}(\\{a\\}) = \\{\\varnothing, \\{a\\}\\}$$"),
+    ("unicode", "\\frac{\\pi}{6}", T + "arcsin(1/2) = π/6"),
+    ("unicode", "-\\frac{3}{4}", T + "tan(θ) = −¾"),
 ]
 
 WRONG = [
@@ -177,6 +188,15 @@ WRONG = [
     ("units", "250", T + "$\\boxed{250\\text{ mm}}$", "How many centimeters are in 2.5 meters?"),
     ("trap", "20", T + "**Final Answer:** 20\n\nWait, the overlap must not be removed, so the answer is $12 + 8 = 25$."),
     ("text", "\\text{no solution}", T + "No real number satisfies the first equation, so $x = 3$ is the only solution."),
+    ("largenum", "42000000", T + "So the city ends the decade with about 4.2 million residents.",
+     "How many residents does the city have at the end?"),
+    ("sci", "6.5 \\times 10^{-3}", T + "The result is $6.5 \\times 10^{-2}$."),
+    ("sci", "1.2 \\times 10^{24}", T + "$\\boxed{12.04 \\times 10^{23}}$"),  # exact: not equal after float rounding
+    ("pm", "-3 \\pm \\sqrt{5}", T + "**Answer:** x = 3 +/- sqrt(5)"),
+    ("non_english", "3.75", T + "Also ist die Lösung $x = 3{,}57$."),
+    ("set", "\\{\\emptyset, \\{a\\}\\}", T + "$$\\mathcal{P}(\\{a\\}) = \\{\\{a\\}\\}$$"),
+    ("unicode", "\\frac{\\pi}{6}", T + "arcsin(1/2) = π/3"),
+    ("unicode", "-\\frac{3}{4}", T + "tan(θ) = ¾"),
 ]
 
 

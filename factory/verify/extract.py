@@ -34,7 +34,7 @@ _PHRASE = re.compile(r"(?:\*\*|__)?(?:" + "|".join(_PHRASES) + r")(?:\*\*|__)?\s
 _SENTENCE_END = re.compile(r"\n|(?<!\d)[.。!?！？](?!\d)|[.](?=\s|$)|。|$")
 _TRAILERS = re.compile(r"\s*(?:I hope it is correct|<\|im_\w+\|>).*$", re.IGNORECASE | re.S)
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$(.+?)(?<!\\)\$", re.S)
-_NUMBER = re.compile(r"(?<![A-Za-z\d.,:])(?:\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?\s?[Mm]\b\.?)?|(?:\d+\s*)?\\frac\{\d+\}\{\d+\}|\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+)?(?:[eE][+-]?\d+(?![\w]))?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)(?:\s*\\pi(?![a-zA-Z]))?")
+_NUMBER = re.compile(r"(?<![A-Za-z\d.,:])(?:\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?\s?[Mm]\b\.?)?|(?:\d+\s*)?\\frac\{\d+\}\{\d+\}|\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+)?(?:[eE][+-]?\d+(?![\w]))?(?:\s+(?:thousand|million|billion|trillion)\b)?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)(?:\s*\\pi(?![a-zA-Z]))?")
 
 
 def mask_math(text: str) -> str:
@@ -175,10 +175,10 @@ def committed(region: str, answer: str) -> bool:
 
 
 _LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or)?|and|or|et|ou|y|o|und|oder|e|и|или|和|或|与|、|,)\s*(?:[a-zA-Z]\s*=\s*)?$", re.IGNORECASE)
-_UNICODE_MATH = [(re.compile(r"√\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)"), r"\\sqrt{\1}"), (re.compile(r"√\s*(\d+|[a-zA-Z])"), r"\\sqrt{\1}"),
+_UNICODE_MATH = [(re.compile(r"(?:√|(?<![\\a-zA-Z])sqrt)\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)"), r"\\sqrt{\1}"), (re.compile(r"√\s*(\d+|[a-zA-Z])"), r"\\sqrt{\1}"),
                  (re.compile("[²]"), "^{2}"), (re.compile("[³]"), "^{3}"), (re.compile("[−–]"), "-"),
                  (re.compile("×"), "\\\\times "), (re.compile("·"), "\\\\cdot "), (re.compile("÷"), "\\\\div "),
-                 (re.compile("π"), "\\\\pi "), (re.compile("∞"), "\\\\infty "),
+                 (re.compile("π"), "\\\\pi "), (re.compile("∞"), "\\\\infty "), (re.compile(r"\+/-|±"), r"\\pm "),
                  (re.compile("(\\d*)([½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅐⅛⅜⅝⅞⅑⅒])"), lambda m: _vulgar(m.group(1), m.group(2)))]
 
 
@@ -216,14 +216,18 @@ _WHERE = re.compile(r"^\s*,?\s*(?:which\s+(?:is\s+)?)?(?:attained|achieved|reach
                     r"when|where|at|for|with)\b[^.;]*$", re.I)
 
 
+# function names typed without a backslash: `cos(2π/3) = −½` is a formula, not prose
+_FUNCTIONS = re.compile(r"\b(?:arc)?(?:sin|cos|tan|cot|sec|csc)h?(?=\s*\()|\b(?:log|ln|exp|sqrt|gcd|lcm)(?=\s*\()")
+
+
 def _last_line(region: str) -> tuple[str, list, list] | str | None:
     """The last line that has an answer-like token: (line, its math spans, all tokens in
     order), or the whole line when it is one bare expression."""
     for line in reversed([ln for ln in region.strip().splitlines() if ln.strip()]):
         line = unicode_math(line)
         spans, tokens = answer_tokens(line)
-        if not spans and not re.search(r"[^\W\d_]{2,}", re.sub(r"\\[a-zA-Z]+", "", line)):
-            return line.strip().rstrip(".。")  # the whole line is one expression: `\\frac{4}{23}`
+        if not spans and not re.search(r"[^\W\d_]{2,}", _FUNCTIONS.sub("", re.sub(r"\\[a-zA-Z]+", "", line))):
+            return line.strip().rstrip(".。")  # the whole line is one expression: `\\frac{4}{23}`, `arctan(1) = π/4`
         if tokens:
             return line, spans, tokens
     return None

@@ -23,7 +23,7 @@ import yaml
 
 from factory import assets
 from factory.verify.extract import (all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
-                                    paragraphs, where_clause)
+                                    paragraphs, unicode_math, where_clause)
 from factory.verify.question import asked_readings, asked_unit
 
 
@@ -104,7 +104,9 @@ _LETTER_AND_TEXT = re.compile(r"^\(?([A-E])\)?[.:)]?\s+([^\s=<>+\-*/^].*)$", re.
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})\s*(?:\\text\s*\{\s*)?([AaPp])\.?\s*[Mm]\.?\s*\}?$")
 # a name that an answer may be assigned to: `x`, `a_1`, `f(x)`, `f^{-1}(x)`, `\\theta`, `A \\cap B`
 _FN_NAME = r"[a-zA-Z](?:\^\s*\{?\s*-1\s*\}?)?\s*\(\s*[a-zA-Z]\s*\)"
-_SET_NAME = r"[A-Z](?:\s*(?:\\cap|\\cup|\\setminus|\\times|\\triangle)\s*[A-Z])+|[A-Z]'|\\overline\{[A-Z]\}"
+# `A \\cup B`, `A'`, `\\mathcal{P}(\\{1,2\\})`: a set named by what it is made from
+_SET_NAME = (r"[A-Z](?:\s*(?:\\cap|\\cup|\\setminus|\\times|\\triangle)\s*[A-Z])+|[A-Z]'|\\overline\{[A-Z]\}"
+             r"|\\math(?:cal|scr|frak|bb)\{[A-Z]\}(?:\s*\([^=]*\))?")
 _ASSIGN_LHS = re.compile(rf"^\s*(?:[a-zA-Z](?:_\{{?\w+\}}?)?|{_FN_NAME}|{_SET_NAME}|\\[a-zA-Z]+)\s*$")
 _FLOAT_REPR = re.compile(r"^\s*-?\d*\.\d{15,}\s*$|^\s*-?\d\.\d{14,}\d*\s*$")  # 15+ digits: a float's repr
 _DECIMAL = re.compile(r"^\s*-?\d+\.\d+\s*$")
@@ -119,7 +121,7 @@ def _plain(s: str) -> str:
 
 
 def rewrite(s: str, rules: Rules) -> str:
-    s = s.strip()
+    s = unicode_math(s).strip()
     for _name, pat, repl in rules.rewrites:
         s = pat.sub(repl, s)
     s = s.strip()
@@ -158,15 +160,18 @@ _TENS_W = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
 _SCALE_W = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
-_SCALED = re.compile(rf"(\d+(?:\.\d+)?)\s*({'|'.join(_SCALE_W)})")
+# `2.75 million`, `12.04 \\times 10^{23}`: a number and a power of ten
+_SCALED = re.compile(rf"([+-]?\d+(?:\.\d+)?)\s*(?:({'|'.join(_SCALE_W)})|(?:\\times|\\cdot|\*)\s*10\s*\^\s*\{{?\s*([+-]?\d+)\s*\}}?)")
 
 
 def number_words(s: str) -> str:
     """`\\text{forty-two}` -> `42`; `one hundred and five` -> `105` (English, below a million);
-    `2.75 million` -> `2750000`."""
+    `2.75 million` -> `2750000`; scientific notation -> the exact decimal, so that
+    `12.04 \\times 10^{23}` equals `1.204 \\times 10^{24}` (floats of the two differ)."""
     scaled = re.sub(r",(?=\d{3})", "", _TEXT_WRAP.sub(r"\1", s)).replace(",", ".")  # `1,500 million`, `1,2 million`
     if m := _SCALED.fullmatch(" ".join(scaled.lower().split())):
-        return format(Decimal(m.group(1)).scaleb(_SCALE_W[m.group(2)]).normalize(), "f")
+        power = _SCALE_W[m.group(2)] if m.group(2) else int(m.group(3))
+        return format(Decimal(m.group(1)).scaleb(power).normalize(), "f")
     words = _plain(s).replace("-", " ").replace(" and ", " ").split()
     if not words or any(w not in _UNITS_W and w not in _TENS_W and w not in ("hundred", "thousand") for w in words):
         return s
@@ -446,13 +451,14 @@ def clock_24h(s: str) -> str:
 
 
 def _forms(s: str) -> list[str]:
-    """The ways one written answer may be read: as is, and with a decimal comma (`2,5`)."""
+    """The ways one written answer may be read: as is, and with a decimal comma (`2,5`, `x = 2,5`)."""
     out = [s]
-    m = _DECIMAL_COMMA.match(s)
+    lhs, value = re.match(r"((?:[a-zA-Z]\s*=\s*)?)(.*)$", s, re.S).groups()
+    m = _DECIMAL_COMMA.match(value)
     if m and not re.fullmatch(r"[+-]?[1-9]\d{0,2}", m.group(1)) or (m and len(m.group(2)) != 3):
-        out.append(f"{m.group(1)}.{m.group(2)}{m.group(3) or ''}")
-    if re.fullmatch(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+", s):  # `1.000` in Spanish or German is a thousand
-        out.append(s.replace(".", ""))
+        out.append(f"{lhs}{m.group(1)}.{m.group(2)}{m.group(3) or ''}")
+    if re.fullmatch(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+", value):  # `1.000` in Spanish or German is a thousand
+        out.append(lhs + value.replace(".", ""))
     return out
 
 
