@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from factory.config import ConfigError, load_job
+from factory.logs import log_to
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Reasoning Factory: verified reasoning-trace datasets.")
 model_app = typer.Typer(no_args_is_help=True, help="Built-in models.")
@@ -103,25 +104,27 @@ def run(
 
     try:
         with progress:
-            result = run_job(job, log=lambda m: console.print(m, highlight=False), on_progress=plain_progress)
+            result = run_job(job, on_progress=plain_progress)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished problems are stored; run the same command to resume")
         raise typer.Exit(130)
-    except (ConfigError, PromptError, ModelError, EngineStartError, RunError) as exc:
+    except ConfigError as exc:  # what a stage found wrong with the job when it was built
+        fail(str(exc))
+    except (PromptError, ModelError, EngineStartError, RunError) as exc:
         fail(str(exc), 1)
     out.print(_summary(result))
     if job.output.push is not None:
         if result.stats.problems_failed:
             fail("not pushing: some problems failed; re-run to finish them first", 1)
         p = job.output.push
-        _push(result.out_dir, p.repo_id, p.private, p.revision)
+        _push(result.out_dir, p.repo_id, p.private, p.revision, refresh=False)  # the run just wrote the card
 
 
-def _push(run_dir: Path, repo_id: str, private: bool, revision: Optional[str]) -> None:
+def _push(run_dir: Path, repo_id: str, private: bool, revision: Optional[str], refresh: bool = True) -> None:
     from factory.hub import PushError, push as hub_push
 
     try:
-        res = hub_push(run_dir, repo_id, private=private, revision=revision, log=lambda m: console.print(m, highlight=False))
+        res = hub_push(run_dir, repo_id, private=private, revision=revision, refresh=refresh)
     except (PushError, FileNotFoundError) as exc:
         fail(str(exc), 1)
     out.print(f"pushed to {res.repo_id}@{res.revision}: {len(res.uploaded)} file(s) uploaded in {res.commits} "
@@ -166,10 +169,11 @@ def prepare(
 ) -> None:
     """Only the preparation stage: validate, normalize, dedupe, decontaminate."""
     from factory.config import load_source
-    from factory.prepare import prepare_to_dir
+    from factory.sources.prepare import check_source, prepare_to_dir
 
     try:
         cfg = load_source(source, set_)
+        check_source(cfg)
     except ConfigError as exc:
         fail(str(exc))
     progress = Progress(TextColumn("rows read"), TextColumn("{task.completed}"), TimeElapsedColumn(),
@@ -234,7 +238,7 @@ def _judge_engine(backend: str | None, model: str | None, base_url: str | None):
         cfg = EngineConfig(backend=backend, model=model or "judge", base_url=base_url, max_concurrency=16)
     except ValueError as exc:
         fail(f"judge settings: {exc}")
-    return build_engine(cfg, SamplingConfig(n=1), log=lambda m: console.print(m, highlight=False))
+    return build_engine(cfg, SamplingConfig(n=1))
 
 
 @app.command()
@@ -471,13 +475,14 @@ def model_prepare(name: str = typer.Argument("smollm2-135m")) -> None:
     from factory.models import ModelError, ensure_model
 
     try:
-        path = ensure_model(name, log=lambda m: console.print(m, highlight=False))
+        path = ensure_model(name)
     except ModelError as exc:
         fail(str(exc), 1)
     out.print(path)
 
 
 def main() -> None:  # pragma: no cover
+    log_to(lambda m: console.print(m, highlight=False))  # every module's log lines, on stderr
     app(prog_name="factory")
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory import assets
+from factory.think import THINK_CLOSE
 
 
 class ConfigError(Exception):
@@ -113,7 +114,7 @@ class BudgetForcingConfig(_Strict):
 
     max_thinking_tokens: int = Field(ge=1)
     answer_max_tokens: int = Field(default=256, ge=1)
-    cue: str = "\n</think>\n\n**Final Answer**\n\\boxed{"
+    cue: str = f"\n{THINK_CLOSE}\n\n**Final Answer**\n\\boxed{{"
 
 
 class SamplingConfig(_Strict):
@@ -149,6 +150,14 @@ class EngineConfig(_Strict):
     extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into every request body")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM / sglang.Engine untouched")
     env: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        """The model's name in requests, rows and the card: an endpoint's model
+        id as given; a model this factory serves is named by its folder."""
+        if self.served_model_name:
+            return self.served_model_name
+        return self.model if self.backend == "openai" else Path(self.model).name
 
     @model_validator(mode="after")
     def _check_base_url(self) -> "EngineConfig":
@@ -370,15 +379,6 @@ def resolve_source_path(src: Path, base: Path) -> Path:
     return src if glob.has_magic(str(src)) else src.resolve()
 
 
-def check_source(src: SourceConfig) -> None:
-    from factory.decontam import SHIPPED
-
-    for name in src.decontaminate.benchmarks:
-        if name not in SHIPPED and not Path(name).is_file():
-            raise ConfigError(f"source.decontaminate.benchmarks: unknown benchmark {name!r} "
-                              f"(shipped: {', '.join(SHIPPED)}; or a jsonl path)")
-
-
 def load_source(source: str, overrides: list[str] | None = None) -> SourceConfig:
     """`factory prepare SOURCE`: a local path or glob, else a Hub dataset name."""
     data: dict[str, Any] = {}
@@ -392,20 +392,25 @@ def load_source(source: str, overrides: list[str] | None = None) -> SourceConfig
         raise ConfigError(_format_validation_error(Path("--set"), err).replace("--set: ", "source.", 1)) from None
     if cfg.path is not None:
         cfg.path = resolve_source_path(cfg.path, Path.cwd())
-    check_source(cfg)
     return cfg
 
 
 def resolve_paths(job: JobConfig, base: Path) -> JobConfig:
-    """Make paths absolute and check that input files exist."""
+    """Make every path absolute and check that the files exist; the resolved
+    path is what is stored, so no later stage has to know the job's folder.
+    What only a stage knows (benchmark names, rule presets) it checks itself."""
     if job.source.path is not None:
         job.source.path = resolve_source_path(job.source.path, base)
-    if assets.prompt_path(job.prompt.template, base) is None:
+    prompt = assets.prompt_path(job.prompt.template, base)
+    if prompt is None:
         raise ConfigError(f"prompt.template: template not found: {job.prompt.template}")
-    check_source(job.source)
+    job.prompt.template = str(prompt)
     judge = job.verify.judge
-    if judge.enabled and assets.template_path(judge.template, "verifiers", base) is None:
-        raise ConfigError(f"verify.judge.template: template not found: {judge.template}")
+    if judge.enabled:
+        found = assets.template_path(judge.template, "verifiers", base)
+        if found is None:
+            raise ConfigError(f"verify.judge.template: template not found: {judge.template}")
+        judge.template = str(found)
     if job.scale.mode == "ray" and judge.enabled and judge.engine is not None and judge.engine.backend != "openai":
         raise ConfigError("verify.judge.engine.backend: with scale.mode 'ray' the judge must be an endpoint "
                           "(backend: openai) or unset (each replica judges with its own engine)")
@@ -415,12 +420,6 @@ def resolve_paths(job: JobConfig, base: Path) -> JobConfig:
         if not rules.is_file():
             raise ConfigError(f"verify.rules: file not found: {job.verify.rules}")
         job.verify.rules = rules.resolve()
-    from factory.verify.normalize import RulesError, load_preset
-
-    try:
-        load_preset(job.verify.preset)
-    except RulesError as exc:
-        raise ConfigError(f"verify.preset: {exc}") from None
     if not job.output.dir.is_absolute():
         # -o is relative to where the user stands; a job file's own output
         # folder too, so runs land beside the user, not inside the package.

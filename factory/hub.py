@@ -11,13 +11,18 @@ cache, as huggingface_hub finds it; it is never printed or written.
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from factory.store.finalize import finalize
+from factory.store.shards import shard_paths
+
+log = logging.getLogger(__name__)
 
 # Tuning knobs (environment): files per commit, attempts per call, first backoff.
 CHUNK_FILES = int(os.environ.get("FACTORY_PUSH_CHUNK_FILES", "50"))
@@ -63,8 +68,7 @@ def sha256_of(path: Path) -> str:
 
 def files_to_push(out: Path) -> list[Path]:
     """The dataset layout: both configs' shards and the card."""
-    files = sorted((out / "data").glob("train-*.parquet")) + sorted((out / "default").glob("train-*.parquet"))
-    return files + [out / "README.md"]
+    return shard_paths(out / "data") + shard_paths(out / "default") + [out / "README.md"]
 
 
 def _remote_hashes(api, repo_id: str, revision: str) -> dict[str, str]:
@@ -91,12 +95,14 @@ def _git_blob_id(path: Path) -> str:
 
 
 def push(out: Path, repo_id: str, private: bool = False, revision: str | None = None, token: str | None = None,
-         max_attempts: int = ATTEMPTS, log: Callable[[str], None] = print, wait_max: float = 30.0) -> PushResult:
+         max_attempts: int = ATTEMPTS, wait_max: float = 30.0,
+         refresh: bool = True) -> PushResult:
+    """`refresh=False` when the card and configs were just written for this
+    repo (the end of a `factory run` that pushes): they are not rebuilt."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from factory.store.export import finalize
-
-    finalize(out, repo_id)
+    if refresh:
+        finalize(out, repo_id)
     api = HfApi(token=token)
     branch = revision or "main"
     retry = lambda: Retrying(  # noqa: E731
@@ -149,7 +155,7 @@ def push(out: Path, repo_id: str, private: bool = False, revision: str | None = 
                             f"{_describe(exc)}") from None
         result.commits += 1
         result.uploaded += [op.path_in_repo for op in ops]
-        log(f"pushed {len(result.uploaded)}/{len(todo)} files")
+        log.info(f"pushed {len(result.uploaded)}/{len(todo)} files")
     return result
 
 

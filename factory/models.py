@@ -8,6 +8,7 @@ engine as is (a local folder or a Hub id the engine can load).
 
 from __future__ import annotations
 
+import logging
 import fcntl
 import importlib.util
 import json
@@ -16,6 +17,8 @@ import shutil
 from pathlib import Path
 
 from factory import assets
+
+log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -70,7 +73,7 @@ def builtin_dir(name: str = SMOLLM2) -> Path:
     return assets.cache_dir() / "models" / SMOLLM2_DIR
 
 
-def ensure_model(name: str, log=print) -> str:
+def ensure_model(name: str) -> str:
     """Path or id the engine should load for `engine.model`."""
     if name not in BUILTIN:
         return name
@@ -82,6 +85,6 @@ def ensure_model(name: str, log=print) -> str:
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "factory-model.json").is_file():
-            log(f"converting {SMOLLM2_GGUF} to HF safetensors in {target} (once, ~30 s)")
+            log.info(f"converting {SMOLLM2_GGUF} to HF safetensors in {target} (once, ~30 s)")
             convert_gguf(_gguf_file(), target)
     return str(target)

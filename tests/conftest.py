@@ -95,7 +95,7 @@ def fake_server():
         from factory.engines.managed import free_port
 
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "factory.testing.fake_openai", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "doubles" / "fake_openai.py"), "--port", str(port),
                                  "--latency", str(latency), *extra], start_new_session=True)
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -162,8 +162,8 @@ def publish_rows(tmp_path: Path, hub, repo: str, rows: list[dict]) -> None:
 
 @pytest.fixture
 def hub(tmp_path):
-    """A local Hub server on loopback (factory.testing.local_hub)."""
-    from factory.testing.local_hub import LocalHub
+    """A local Hub server on loopback (tests/doubles/local_hub.py)."""
+    from doubles.local_hub import LocalHub
 
     with LocalHub(tmp_path / "hub") as server:
         yield server

@@ -118,7 +118,7 @@ class Rehearsal:
 
     # -- the pieces ------------------------------------------------------------------------------
     def start_hub(self):
-        from factory.testing.local_hub import LocalHub
+        from doubles.local_hub import LocalHub
 
         self.hub = LocalHub(self.work / "hub")
         url = self.hub.start()

@@ -126,3 +126,26 @@ def test_rehearsal_overlay_is_the_recipe_with_small_models():
     assert small.scale.mode == recipe.scale.mode == "ray" and small.verify.judge.engine.backend == "openai"
     assert (recipe.engine.backend, small.engine.backend) == ("sglang-server", "vllm-server")
     assert small.engine.model == "smollm2-135m" and small.output.push is not None
+
+
+def test_templates_relative_to_the_job_file_work_at_run_time(tmp_path, monkeypatch):
+    """Templates named relative to the job file, loaded from another folder:
+    the renderer, the judge and the card all find them."""
+    from factory.prompts import PromptRenderer
+    from factory.store.card import prompt_text
+    from factory.verify.judge import LLMJudge
+
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "mine.jinja").write_text("MY PROMPT {{ problem }}")
+    (folder / "myjudge.jinja").write_text("MY JUDGE {{ gold }} {{ answer }}")
+    job_file = write_job(folder / "j.yaml", SAMPLE, tmp_path / "out", prompt={"template": "mine.jinja"},
+                         verify={"judge": {"enabled": True, "template": "myjudge.jinja"}})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    job = load_job(job_file)
+    assert PromptRenderer(job.prompt).user_prompt({"problem": "1+1?"}) == "MY PROMPT 1+1?"
+    judge = LLMJudge(job.verify.judge, engine=None)
+    assert judge.prompt("p", "2", "3", "x").startswith("MY JUDGE 2 3")
+    assert prompt_text(job.model_dump(mode="json")) == "MY PROMPT {{ problem }}"

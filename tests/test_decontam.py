@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.config import DecontamConfig, SourceConfig
-from factory.decontam import BENCH_DIR, LABELLED, SHIPPED, Decontaminator, DecontamError
-from factory.prepare import prepare_to_dir
+from factory.sources.decontaminate import BENCH_DIR, LABELLED, SHIPPED, Decontaminator, DecontamError
+from factory.sources.prepare import prepare_to_dir
 from numina_like import _benchmark_copies
 
 DEFAULT = ["math500", "aime2024", "aime2025", "amc2023"]

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import run_factory, sample_rows
 from factory.config import EngineConfig, SamplingConfig
-from factory.engines import build_engine
+from factory.engines import Completion, Engine, GenerationResult, build_engine
 from factory.engines.budget import BudgetForcingEngine
 from factory.engines.sglang import SGLangServerEngine, sglang_unavailable
 from factory.engines.vllm_server import VLLMServerEngine
@@ -67,3 +67,51 @@ def test_sglang_backends_on_gpu(tmp_path, backend):  # pragma: no cover - GPU ma
     run_factory("run", job, check=True)
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"), split="train")
     assert len(ds) == 8 and all(len(g) == 2 for g in ds["generations"])
+
+
+class _Recorder(Engine):
+    """Answers every request at once and remembers the sampling it was asked for."""
+
+    def __init__(self, sampling):
+        super().__init__(EngineConfig(backend="openai", base_url="http://x", model="m"), sampling)
+        self.asked: list[SamplingConfig] = []
+
+    async def generate(self, messages, sampling=None):
+        s = sampling or self.sampling
+        self.asked.append(s)
+        return GenerationResult([Completion("VERDICT: YES", "length", s.max_tokens)])
+
+    async def continue_generation(self, messages, partial, sampling):
+        raise AssertionError("a judge request must not be continued")
+
+
+def test_budget_forcing_leaves_judge_requests_alone():
+    """With budget forcing and the judge both on, the judge (here the
+    generation engine itself, as when verify.judge.engine is unset) is asked
+    with its own sampling, uncapped and never given the answer cue."""
+    import asyncio
+
+    from factory.config import JudgeConfig
+    from factory.verify.judge import LLMJudge
+
+    sampling = SamplingConfig(n=2, max_tokens=4096, budget_forcing={"max_thinking_tokens": 10})
+    inner = _Recorder(sampling)
+    engine = BudgetForcingEngine(inner, sampling.budget_forcing)
+    judge = LLMJudge(JudgeConfig(enabled=True, max_tokens=300), engine)
+    verdict = asyncio.run(judge.judge("1+1?", "2", "3", "<think>x</think> 3"))
+    assert verdict == "correct"
+    (asked,) = inner.asked
+    assert asked.max_tokens == 300 and asked.n == 1 and "</think>" not in (asked.stop or [])
+
+
+def test_a_judge_engine_is_never_budget_forced(tmp_path):
+    from factory.config import JobConfig
+    from factory.worker import build_engines
+
+    job = JobConfig.model_validate({
+        "name": "t", "source": {"path": str(tmp_path)}, "output": {"dir": str(tmp_path / "o")},
+        "sampling": {"budget_forcing": {"max_thinking_tokens": 10}},
+        "verify": {"judge": {"enabled": True, "engine": {"backend": "openai", "base_url": "http://j", "model": "j"}}}})
+    gen, judge = build_engines(job, tmp_path)
+    assert isinstance(gen, BudgetForcingEngine) and not isinstance(judge, BudgetForcingEngine)
+    assert judge.sampling.budget_forcing is None

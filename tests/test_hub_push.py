@@ -97,10 +97,24 @@ def test_trl_sft_cli_trains_on_the_pushed_dataset(tmp_path, hub, run_out):
 
 def test_run_pushes_when_the_job_says_so(tmp_path, hub, fake_server):
     out = tmp_path / "pushed-run"
-    job = fake_job(tmp_path, fake_server(), out, output={"push": {"repo_id": REPO, "private": True}})
+    job = fake_job(tmp_path, fake_server(), out, output={"push": {"repo_id": REPO, "private": True},
+                                                         "license": "cc-by-4.0"})
     proc = run_factory("run", job, env=hub_env(tmp_path, hub.url), check=True)
     assert f"pushed to {REPO}@main" in proc.stdout
     assert len(client(LOAD, tmp_path, hub, REPO)["all"]["uuids"]) == SAMPLE_PROBLEMS
+    card = client(READ_CARD, tmp_path, hub, REPO)["card"]
+    assert yaml.safe_load(card.split("---")[1])["license"] == "cc-by-4.0"  # the job's, not the default
+    assert card == (out / "README.md").read_text()
+    again = push(tmp_path, hub, out)  # a push on its own keeps the job's license too
+    assert again.returncode == 0 and "0 file(s) uploaded" in again.stdout, again.stdout
+
+
+READ_CARD = """
+import json, sys
+from huggingface_hub import hf_hub_download
+path = hf_hub_download(sys.argv[1], "README.md", repo_type="dataset")
+print("RESULT " + json.dumps({"card": open(path, encoding="utf-8").read()}))
+"""
 
 
 def test_prepare_streams_a_hub_dataset_by_name(tmp_path, hub):

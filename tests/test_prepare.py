@@ -8,14 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from conftest import run_factory, sample_rows
+from conftest import run_factory
 from factory.config import ConfigError, SourceConfig, load_source
-from factory.prepare import prepare_to_dir
+from factory.sources.prepare import check_source, prepare_to_dir
 
 LONG = ("A farmer has a rectangular field whose length is three times its width and whose perimeter is "
         "{p} metres; he plants trees along the whole boundary, one tree every two metres, starting at a corner. "
         "How many trees does he plant in total?")
-MATH500 = json.loads(open(__import__("factory.decontam", fromlist=["BENCH_DIR"]).BENCH_DIR / "math500.jsonl").readline())
+MATH500 = json.loads(open(__import__("factory.sources.decontaminate", fromlist=["BENCH_DIR"]).BENCH_DIR / "math500.jsonl").readline())
 
 
 def good(i, **kw):
@@ -131,8 +131,11 @@ def test_filters_and_lengths(tmp_path):
 def test_load_source_errors():
     with pytest.raises(ConfigError, match="dedup.threshold"):
         load_source(".", ["dedup.threshold=2"])
+    cfg = load_source(".", ["decontaminate.benchmarks=[nope]"])  # config only names benchmarks
     with pytest.raises(ConfigError, match="unknown benchmark 'nope'"):
-        load_source(".", ["decontaminate.benchmarks=[nope]"])
+        check_source(cfg)  # the stage knows which exist
+    proc = run_factory("prepare", ".", "-o", "/nonexistent/out", "--set", "decontaminate.benchmarks=[nope]")
+    assert proc.returncode == 2 and "unknown benchmark 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_prepare_cli_prints_the_table(tmp_path):

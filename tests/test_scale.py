@@ -18,7 +18,7 @@ from conftest import FACTORY, ROOT, needs_ray, ray_head, read_uuids, run_factory
 from factory.config import JobConfig
 from factory.pipeline import RunError
 from factory.scale import Coordinator, SeqLease, make_chunks, plan
-from factory.testing.sim_cluster import SimBackend
+from factory.bench.sim_cluster import SimBackend
 from test_run_fake import fake_job
 
 
@@ -30,8 +30,7 @@ def coordinate(backend, replicas=3, total=40, size=3, inflight=2, **kw):
     seq = itertools.count()
     results = []
     coord = Coordinator(backend, replicas, make_chunks(problems(total), size, lambda: next(seq)),
-                        lambda chunk, summary: results.append((chunk.seq, summary["uuids"])), inflight,
-                        log=lambda m: None, **kw)
+                        lambda chunk, summary: results.append((chunk.seq, summary["uuids"])), inflight, **kw)
     asyncio.run(coord.run())
     return coord, results
 

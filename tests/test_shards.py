@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.engines.base import Completion, GenerationResult
-from factory.pipeline import build_row, choose_message_trace
+from factory.worker import build_row, choose_message_trace
 from factory.store.schema import OPENR1_COLUMNS, SCHEMA
 from factory.store.shards import ShardStore
 from factory.verify.cascade import GenVerdict

@@ -1,9 +1,11 @@
 """Store integrity (kill -9 at random moments, status --check), the dataset
 card and configs, and trainer exports."""
 
+import collections
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -117,3 +119,35 @@ def test_exports_for_trainers(finished_run, tmp_path):
         assert r["chosen"][0]["content"] in right and r["rejected"][0]["content"] not in right
     proc = run_factory("export", "bogus", out, "-o", tmp_path / "x")
     assert proc.returncode == 2 and "unknown export 'bogus'" in proc.stderr
+
+
+def test_finalize_reads_each_shard_once_and_keeps_the_jobs_license(finished_run, monkeypatch):
+    from factory.store.finalize import finalize
+
+    out = finished_run
+    job = json.loads((out / "job.json").read_text())
+    job["output"]["license"] = "cc-by-4.0"
+    (out / "job.json").write_text(json.dumps(job))
+    reads = collections.Counter()
+    real_read_table, real_file = pq.read_table, pq.ParquetFile
+
+    def opened(source) -> None:  # data/train-00000.parquet, default/train-00000.parquet
+        reads["/".join(str(source).split(os.sep)[-2:])] += 1
+
+    def read_table(source, *a, **k):
+        opened(source)
+        return real_read_table(source, *a, **k)
+
+    def parquet_file(source, *a, **k):
+        opened(source)
+        return real_file(source, *a, **k)
+
+    monkeypatch.setattr(pq, "read_table", read_table)
+    monkeypatch.setattr(pq, "ParquetFile", parquet_file)
+    shutil.rmtree(out / "default")
+    finalize(out)
+    shards = sorted(f"data/{p.name}" for p in (out / "data").glob("train-*.parquet"))
+    assert len(shards) > 1 and {s: reads[s] for s in shards} == {s: 1 for s in shards}
+    front = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert front["license"] == "cc-by-4.0"
+    assert sorted(p.name for p in (out / "default").glob("*.parquet"))  # the configs were written

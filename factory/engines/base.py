@@ -39,7 +39,7 @@ class Engine(ABC):
 
     @property
     def model_name(self) -> str:
-        return self.cfg.served_model_name or self.cfg.model
+        return self.cfg.model_name
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Bring the backend up; return when it can serve."""

@@ -5,6 +5,8 @@ A sample that closed its thinking continues after `</think>` for its answer;
 one that ran out of budget gets the cue (end-of-think and an answer prompt)
 appended and continues from there. Each completion records whether it was
 forced. Works with any backend that can continue a partial assistant turn.
+Only requests whose sampling asks for it are forced: the judge, which may
+share the generation engine, sends its own sampling and passes through.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import asyncio
 
 from factory.config import BudgetForcingConfig, SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult
+from factory.think import THINK_CLOSE
 
-END_THINK = "</think>"
 
 
 class BudgetForcingEngine(Engine):
@@ -39,8 +41,8 @@ class BudgetForcingEngine(Engine):
     async def _finish(self, messages, c: Completion, sampling: SamplingConfig, used: int) -> Completion:
         if c.finish_reason == "length":
             partial, forced, room = c.text + self.budget.cue, True, self.budget.answer_max_tokens
-        elif c.stop_reason == END_THINK:  # thought within budget: now the answer
-            partial, forced, room = c.text + END_THINK, False, max(sampling.max_tokens - used, 1)
+        elif c.stop_reason == THINK_CLOSE:  # thought within budget: now the answer
+            partial, forced, room = c.text + THINK_CLOSE, False, max(sampling.max_tokens - used, 1)
         else:
             return c  # finished without a thinking block: nothing to add
         more = await self.inner.continue_generation(
@@ -53,8 +55,10 @@ class BudgetForcingEngine(Engine):
 
     async def generate(self, messages, sampling: SamplingConfig | None = None) -> GenerationResult:
         s = sampling or self.sampling
+        if s.budget_forcing is None:  # a request of its own (the judge's): not a generation to force
+            return await self.inner.generate(messages, s)
         budget = min(self.budget.max_thinking_tokens, s.max_tokens)
-        first = s.model_copy(update={"max_tokens": budget, "stop": [*(s.stop or []), END_THINK], "budget_forcing": None})
+        first = s.model_copy(update={"max_tokens": budget, "stop": [*(s.stop or []), THINK_CLOSE], "budget_forcing": None})
         result = await self.inner.generate(messages, first)
         if result.error or result.transient:
             return result

@@ -10,6 +10,7 @@ Linux the server also gets PDEATHSIG, so it dies with the factory.
 
 from __future__ import annotations
 
+import logging
 import asyncio
 import ctypes
 import os
@@ -25,6 +26,8 @@ import aiohttp
 from factory.config import EngineConfig, SamplingConfig
 from factory.engines.openai_http import OpenAIEngine, RetryableError
 from factory.models import ensure_model
+
+log = logging.getLogger(__name__)
 
 
 class EngineStartError(RuntimeError):
@@ -92,10 +95,9 @@ class ManagedServerEngine(OpenAIEngine):
     server_name = "server"
     health_path = "/health"
 
-    def __init__(self, cfg: EngineConfig, sampling: SamplingConfig, run_dir: Path | None = None, log=print):
+    def __init__(self, cfg: EngineConfig, sampling: SamplingConfig, run_dir: Path | None = None):
         super().__init__(cfg, sampling, base_url="http://127.0.0.1:0")
         self.run_dir = run_dir
-        self.log = log
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self._log_fh = None
@@ -103,10 +105,6 @@ class ManagedServerEngine(OpenAIEngine):
         self._restart_lock: asyncio.Lock | None = None
         self._ready: asyncio.Event | None = None  # cleared while (re)starting
         self.restarts = 0
-
-    @property
-    def model_name(self) -> str:
-        return self.cfg.served_model_name or Path(self.cfg.model).name
 
     @property
     def pid_file(self) -> Path | None:
@@ -127,8 +125,8 @@ class ManagedServerEngine(OpenAIEngine):
 
     async def start(self) -> None:
         if self.pid_file and reap_stale(self.pid_file):
-            self.log("stopped an engine server left behind by an interrupted run")
-        self._model_path = await asyncio.to_thread(ensure_model, self.cfg.model, self.log)
+            log.info("stopped an engine server left behind by an interrupted run")
+        self._model_path = await asyncio.to_thread(ensure_model, self.cfg.model)
         self._restart_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         await self._launch()
@@ -175,7 +173,7 @@ class ManagedServerEngine(OpenAIEngine):
                                       f"(engine.max_restarts={self.cfg.max_restarts}); see its log in the run folder")
             self.restarts += 1
             code = self.proc.returncode if self.proc else None
-            self.log(f"{self.server_name} exited (code {code}); restarting it ({self.restarts}/{self.cfg.max_restarts})")
+            log.info(f"{self.server_name} exited (code {code}); restarting it ({self.restarts}/{self.cfg.max_restarts})")
             self._ready.clear()
             try:
                 self._kill()

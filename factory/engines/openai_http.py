@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from factory.config import EngineConfig, SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult
+from factory.think import with_thinking
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -51,9 +52,7 @@ def _retry_after(headers) -> float | None:
 
 def _message_text(message: dict) -> str:
     """The trace as R1 writes it, even when a reasoning parser split it off."""
-    content = message.get("content") or ""
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    return f"<think>\n{reasoning}\n</think>\n\n{content}" if reasoning else content
+    return with_thinking(message.get("reasoning_content") or message.get("reasoning"), message.get("content") or "")
 
 
 def _stop_reason(choice: dict) -> str | None:

@@ -62,17 +62,10 @@ class SGLangServerEngine(ManagedServerEngine):
 class SGLangOfflineEngine(Engine):
     """`sglang.Engine` in this process; the chat template is applied here."""
 
-    def __init__(self, *args, log=print, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.log = log
         self.engine = None
         self.tokenizer = None
-
-    @property
-    def model_name(self) -> str:
-        from pathlib import Path
-
-        return self.cfg.served_model_name or Path(self.cfg.model).name
 
     async def start(self) -> None:
         _check()
@@ -80,7 +73,7 @@ class SGLangOfflineEngine(Engine):
         from transformers import AutoTokenizer
 
         c = self.cfg
-        path = await asyncio.to_thread(ensure_model, c.model, self.log)
+        path = await asyncio.to_thread(ensure_model, c.model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs = dict(model_path=path, tp_size=c.tensor_parallel_size, dp_size=c.data_parallel_size,
                       random_seed=c.seed, context_length=c.max_model_len, dtype=resolve_dtype(c.dtype))

@@ -28,18 +28,11 @@ class _Request:
 
 
 class VLLMOfflineEngine(Engine):
-    def __init__(self, *args, log=print, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.log = log
         self.llm = None
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
-
-    @property
-    def model_name(self) -> str:
-        from pathlib import Path
-
-        return self.cfg.served_model_name or Path(self.cfg.model).name
 
     def _make_llm(self, model_path: str):
         c = self.cfg
@@ -60,7 +53,7 @@ class VLLMOfflineEngine(Engine):
         return LLM(**kwargs)
 
     async def start(self) -> None:
-        model_path = await asyncio.to_thread(ensure_model, self.cfg.model, self.log)
+        model_path = await asyncio.to_thread(ensure_model, self.cfg.model)
         self.llm = await asyncio.to_thread(self._make_llm, model_path)
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._loop())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from factory.store.shards import Manifest
+from factory.store.shards import Manifest, shard_paths
 
 
 @dataclass
@@ -48,7 +48,7 @@ def check_store(root: Path) -> StoreCheck:
             res.problems.append(f"{e['file']}: uuids differ from the manifest")
         seen.update(uuids)
     listed = {e["file"] for e in manifest.entries}
-    for shard in sorted((root / "data").glob("*.parquet")):
+    for shard in shard_paths(root / "data"):
         if f"data/{shard.name}" not in listed:
             res.problems.append(f"data/{shard.name}: not in the manifest (a re-run adopts it)")
             try:

@@ -1,10 +1,5 @@
-"""Derived layouts of a run folder: the Hub layout (configs + card) and
-exports for SFT, GRPO-style RL and DPO trainers.
-
-Everything here is recomputed from the shards in `data/` (the `all`
-config), deterministically, and written atomically; re-running it after more
-shards land simply refreshes it.
-"""
+"""Exports of a run folder for SFT, GRPO-style RL and DPO trainers,
+recomputed from the shards in `data/`, deterministically."""
 
 from __future__ import annotations
 
@@ -13,37 +8,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from factory.store.card import load_job_snapshot, render_card
-from factory.store.schema import MESSAGE, SCHEMA
-from factory.store.shards import write_table_atomic, write_text_atomic
-
-
-def finalize(out: Path, repo_id: str = "your-org/your-dataset", license: str = "apache-2.0") -> Path:
-    """Write `default/` (problems with a correct generation) and README.md."""
-    job = load_job_snapshot(out)
-    default_dir = out / "default"
-    default_dir.mkdir(exist_ok=True)
-    wanted = set()
-    for shard in sorted((out / "data").glob("train-*.parquet")):
-        table = pq.read_table(shard)
-        kept = table.filter(pc.greater(table.column("correctness_count"), 0))
-        if kept.num_rows:
-            target = default_dir / shard.name
-            wanted.add(target.name)
-            if not target.exists() or pq.ParquetFile(target).metadata.num_rows != kept.num_rows:
-                write_table_atomic(kept, target)
-    for stale in default_dir.glob("*.parquet"):
-        if stale.name not in wanted:
-            stale.unlink()
-    write_text_atomic(out / "README.md", render_card(out, repo_id, job, SCHEMA, license))
-    return out
+from factory.store.schema import MESSAGE
+from factory.store.shards import shard_paths, write_table_atomic
 
 
 def _rows(out: Path, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    for shard in sorted((out / "data").glob("train-*.parquet")):
+    for shard in shard_paths(out / "data"):
         for batch in pq.ParquetFile(shard).iter_batches(columns=columns, batch_size=2048):
             yield from batch.to_pylist()
 

@@ -15,7 +15,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,6 +23,11 @@ import pyarrow.parquet as pq
 from factory.store.schema import SCHEMA
 
 SHARD_RE = re.compile(r"^train-(\d{5,})\.parquet$")
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    """The shards in `folder` (`data/` or a config folder), in order."""
+    return sorted(folder.glob("train-*.parquet"))
 
 
 def fsync_dir(path: Path) -> None:
@@ -136,7 +141,7 @@ class ShardStore:
             if (self.root / e["file"]).exists():
                 self.done.update(e["uuids"])
         known = self.manifest.files()
-        for shard in sorted(self.data_dir.glob("train-*.parquet")):
+        for shard in shard_paths(self.data_dir):
             rel = f"data/{shard.name}"
             if rel in known:
                 continue
@@ -194,6 +199,3 @@ class ShardStore:
     @property
     def pending(self) -> int:
         return len(self._buffer)
-
-    def shard_paths(self) -> Iterable[Path]:
-        return sorted(self.data_dir.glob("train-*.parquet"))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from factory.config import VerifyConfig
+from factory.config import ConfigError, VerifyConfig
 from factory.engines.base import Engine
 from factory.verify.extract import extract_answer, is_reasoning_complete
 from factory.verify.judge import JUDGE_CORRECT, LLMJudge
-from factory.verify.rules import STATUS_NO_ANSWER, STATUS_OK, RuleVerifier, Verdict
+from factory.verify.normalize import RulesError, load_preset
+from factory.verify.pool import STATUS_NO_ANSWER, STATUS_OK, RuleVerifier, Verdict
 
 
 @dataclass
@@ -30,6 +31,14 @@ class GenVerdict:
         if self.judge is None or self.judge not in ("correct", "incorrect"):
             return None
         return self.judge == JUDGE_CORRECT
+
+
+def check_verify(cfg: VerifyConfig) -> None:
+    """The rule preset is known only here: fail before any engine starts."""
+    try:
+        load_preset(cfg.preset)
+    except RulesError as exc:
+        raise ConfigError(f"verify.preset: {exc}") from None
 
 
 class Cascade:
@@ -54,7 +63,7 @@ class Cascade:
         if self.rules is None:
             return GenVerdict(None, "skipped", False)
         if self.raw:  # baseline preset: the library on the whole text
-            from factory.verify.rules import check_raw
+            from factory.verify.pool import check_raw
 
             v = await self.rules.aschedule(check_raw, gold, generation)
             return GenVerdict(extract_answer(generation, finish_reason), v.status, v.correct)

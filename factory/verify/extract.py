@@ -15,8 +15,8 @@ import re
 import unicodedata
 from fractions import Fraction
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
+from factory.think import THINK_CLOSE, THINK_OPEN
+
 _BOX_CMDS = ("\\boxed", "\\fbox")
 
 # "final answer is X", "Answer: X", "la réponse est X", "答案是 X": the capture runs to the end of the sentence

@@ -16,7 +16,7 @@ import jinja2
 from factory import assets
 from factory.config import JudgeConfig, SamplingConfig
 from factory.engines.base import Engine
-from factory.verify.extract import THINK_CLOSE
+from factory.think import THINK_CLOSE
 
 JUDGE_CORRECT = "correct"
 JUDGE_INCORRECT = "incorrect"

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from factory import assets
 from factory.config import VerifyConfig
 from factory.engines.base import Engine
-from factory.sources import Reject, iter_jsonl, iter_parquet
+from factory.sources.read import Reject, iter_jsonl, iter_parquet
 from factory.verify.cascade import Cascade, GenVerdict
 
 BATCH_ROWS = 256

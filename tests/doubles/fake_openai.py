@@ -3,7 +3,7 @@
 It answers instantly (or after `--latency`) with R1-shaped traces whose boxed
 answer is right about half the time, deterministic per prompt and sample.
 Run it as its own process so its CPU cost is not charged to the client:
-`python -m factory.testing.fake_openai --port 8000`.
+`python tests/doubles/fake_openai.py --port 8000`.
 
 `--faults 429=0.1,500=0.1,slow=0.05,drop=0.05,garbage=0.05` makes it misbehave
 (see `Faults`); `/stats` counts the requests per outcome.

@@ -42,8 +42,10 @@ from pathlib import Path
 
 import xxhash
 
-BENCH_DIR = Path(__file__).resolve().parent / "data" / "benchmarks"
-LABELLED = Path(__file__).resolve().parent / "data" / "decontam" / "labelled.jsonl"
+from factory.config import ConfigError
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
+LABELLED = Path(__file__).resolve().parents[1] / "data" / "decontam" / "labelled.jsonl"
 _WORD = re.compile(r"\w+")
 SHIPPED = {"math500": "math500.jsonl", "aime2024": "aime2024.jsonl", "aime2025": "aime2025.jsonl",
            "amc2023": "amc2023.jsonl", "gsm8k": "gsm8k_test.jsonl"}
@@ -88,7 +90,7 @@ _INSTR_KEY = re.compile(
     r"percent|notation|ordered|\bbase\b|integer|letter|residue|radians|degrees|exact|mixed\s+number|equation")
 
 
-class DecontamError(ValueError):
+class DecontamError(ConfigError, ValueError):
     pass
 
 
@@ -196,6 +198,18 @@ class Hit:
         return f'shares "{quote}"{more} with {self.label}'
 
 
+def check_benchmarks(names: list[str]) -> list[tuple[str, Path]]:
+    """Each benchmark name with its file; the job file only names them."""
+    found = []
+    for name in names:
+        path = BENCH_DIR / SHIPPED[name] if name in SHIPPED else Path(name)
+        if not path.is_file():
+            raise DecontamError(f"source.decontaminate.benchmarks: unknown benchmark {name!r} "
+                                f"(shipped: {', '.join(SHIPPED)}; or a jsonl path)")
+        found.append((name, path))
+    return found
+
+
 class Decontaminator:
     def __init__(self, benchmarks: list[str], n: int = 8, rule: str = "evidence"):
         if rule not in RULES:
@@ -205,13 +219,7 @@ class Decontaminator:
         self.item_weight: list[float] = []
         self.index: dict[int, int | tuple[int, ...]] = {}  # n-gram hash -> item number(s)
         self.short: dict[int, int] = {}  # whole text of items shorter than n words -> item number
-        wanted = []
-        for name in benchmarks:
-            path = BENCH_DIR / SHIPPED[name] if name in SHIPPED else Path(name)
-            if not path.is_file():
-                raise DecontamError(f"source.decontaminate.benchmarks: unknown benchmark {name!r} "
-                                    f"(shipped: {', '.join(SHIPPED)}; or a jsonl path)")
-            wanted.append((name if name in SHIPPED else path.stem, path))
+        wanted = [(name if name in SHIPPED else path.stem, path) for name, path in check_benchmarks(benchmarks)]
         if rule == "ngram":
             for label, path in wanted:
                 for item in _read(path):

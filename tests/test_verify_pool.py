@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from factory.verify.rules import RuleVerifier
+from factory.verify.pool import RuleVerifier
 
 
 @pytest.fixture(scope="module")

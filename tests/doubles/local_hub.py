@@ -14,7 +14,7 @@ Tests drive failures with `fail_next()` and check retries with `calls()`;
 Authorization headers are kept in memory (`requests`, `authorizations()`)
 so a test can prove a token was sent, and are never printed or logged.
 
-Run it standalone with `python -m factory.testing.local_hub --port P --root DIR`.
+Run it standalone with `python tests/doubles/local_hub.py --port P --root DIR`.
 """
 
 from __future__ import annotations

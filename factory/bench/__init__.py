@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from factory.config import VerifyConfig
+from factory.logs import quiet
 
 
 def synthetic_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -145,7 +146,7 @@ def bench_prepare(rows: int, workdir) -> dict:
     code = (
         "import json, resource, sys, time\n"
         "from factory.config import SourceConfig\n"
-        "from factory.prepare import prepare_to_dir\n"
+        "from factory.sources.prepare import prepare_to_dir\n"
         "t = time.perf_counter()\n"
         "r = prepare_to_dir(SourceConfig(path=sys.argv[1]), __import__('pathlib').Path(sys.argv[2]))\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
@@ -186,7 +187,7 @@ def bench_overhead(problems: int = 4000, concurrencies=(32, 256), workdir=None) 
         for i in range(problems):
             fh.write(json.dumps({"problem": f"Problem {i}: compute {i} + {i * 7} and reduce modulo 97.", "answer": str((8 * i) % 97)}) + "\n")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "factory.testing.instant_openai", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "factory.bench.instant_openai", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     results = []
     try:
@@ -200,7 +201,8 @@ def bench_overhead(problems: int = 4000, concurrencies=(32, 256), workdir=None) 
             out = tmp / f"out-{conc}"
             job = _job(tmp, src, out, {"backend": "openai", "base_url": f"http://127.0.0.1:{port}", "model": "fake",
                                        "max_concurrency": conc}, {"n": 2, "max_tokens": 64}, verify=False)
-            stats = run_job(job, log=lambda m: None).stats
+            with quiet():
+                stats = run_job(job).stats
             results.append({"concurrency": conc, "problems": stats.problems_done, "generations": stats.generations,
                             "seconds": round(stats.elapsed_s, 2), "generations_per_s": round(stats.generations_per_s)})
     finally:
@@ -231,7 +233,8 @@ def bench_engine(problems: int = 32, n: int = 2, max_tokens: int = 128, workdir=
     sampling = {"n": n, "max_tokens": max_tokens, "temperature": 0.6, "top_p": 0.95}
     job = _job(tmp, src, tmp / "out", {"backend": backend, "model": "smollm2-135m", "max_concurrency": problems},
                sampling, verify=True)
-    factory_stats = run_job(job, log=lambda m: None).stats
+    with quiet():
+        factory_stats = run_job(job).stats
 
     import os
 
@@ -336,9 +339,10 @@ def _drive_sim(backend, nodes: int, chunk: int, inflight: int, problems, workdir
             done_at.append((time.monotonic(), len(summary["uuids"])))
 
         coord = Coordinator(backend, nodes, make_chunks(problems, chunk, lambda: next(seq)), on_result,
-                            inflight, log=lambda m: None)
+                            inflight)
         t0, c0 = time.monotonic(), time.process_time()
-        asyncio.run(coord.run())
+        with quiet():
+            asyncio.run(coord.run())
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
     return {"wall_s": wall, "cpu_s": cpu, "chunks": len(done_at), "problems": sum(n for _, n in done_at),
             "done_at": [t - t0 for t, _ in done_at], "sizes": [n for _, n in done_at]}
@@ -354,7 +358,7 @@ def bench_scale(nodes: int = 512, rate: float = 25.0, n: int = 4, chunk_sizes=(4
     2. Live: replicas at `rate` answers/s with a log-normal spread, for
        `seconds`; answers/s in the steady part against nodes x rate.
     """
-    from factory.testing.sim_cluster import SimBackend
+    from factory.bench.sim_cluster import SimBackend
 
     capacity = []
     for size in chunk_sizes:
@@ -403,11 +407,12 @@ def bench_scale_ray(replicas: int = 8, chunk: int = 64, chunks: int = 3000, infl
     from factory.config import JobConfig
     from factory.scale import Plan, RayBackend, connect
 
-    owned = connect(None, log=lambda m: None)
+    with quiet():
+        owned = connect(None)
     try:
         job = JobConfig.model_validate({"source": {"path": "-"}, "scale": {"mode": "ray", "inflight_chunks": inflight}})
         cpus = min(0.1, ray.cluster_resources().get("CPU", 1) / (replicas + 1))
-        backend = RayBackend(job, Plan(replicas, 0, cpus, 0, 0.0), [], actor_cls=NullReplica, log=lambda m: None)
+        backend = RayBackend(job, Plan(replicas, 0, cpus, 0, 0.0), [], actor_cls=NullReplica)
         r = _drive_sim(backend, replicas, chunk, inflight, _sim_problems(limit=chunk * chunks), workdir)
     finally:
         if owned:
@@ -425,7 +430,7 @@ def bench_decontam(rows: int = 20_000, benchmarks: list[str] | None = None, seed
     from collections import Counter
     from pathlib import Path
 
-    from factory.decontam import LABELLED, RULES, SHIPPED, Decontaminator
+    from factory.sources.decontaminate import LABELLED, RULES, SHIPPED, Decontaminator
 
     labelled = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
     rules = {r: Decontaminator(list(SHIPPED), 8, rule=r) for r in RULES}

@@ -1,4 +1,4 @@
-"""Problem sources and the preparation stage.
+"""Reading problem sources: rows in, clean problem dicts or rejects out.
 
 Rows stream in batches from JSON Lines or Parquet; each is validated,
 normalized and given a stable uuid derived from its normalized text (the key
@@ -14,7 +14,7 @@ import io
 import json
 import unicodedata
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -37,24 +37,6 @@ class Reject:
 
     def to_json(self) -> dict[str, Any]:
         return {"row": self.row, "reason": self.reason, "detail": self.detail, "uuid": self.uuid}
-
-
-@dataclass
-class PrepareReport:
-    read: int = 0
-    accepted: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-
-    def count_reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "read": self.read,
-            "accepted": self.accepted,
-            "rejected": sum(self.rejected.values()),
-            "rejected_by_reason": dict(sorted(self.rejected.items())),
-        }
 
 
 def normalize_text(text: str) -> str:

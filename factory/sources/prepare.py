@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.config import SourceConfig
-from factory.decontam import Decontaminator
-from factory.dedup import DedupIndex
-from factory.sources import PrepareReport, Reject, iter_raw, normalize_row, source_files
+from factory.sources.decontaminate import Decontaminator, check_benchmarks
+from factory.sources.dedup import DedupIndex
+from factory.sources.read import Reject, iter_raw, normalize_row, source_files
 from factory.store.shards import write_text_atomic
 
 PROBLEM_SCHEMA = pa.schema([
@@ -34,6 +35,29 @@ PROBLEM_SCHEMA = pa.schema([
     ("uuid", pa.string()), ("source_row", pa.int64()),
 ])
 BATCH = 4096
+
+
+@dataclass
+class PrepareReport:
+    read: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def count_reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "rejected": sum(self.rejected.values()),
+            "rejected_by_reason": dict(sorted(self.rejected.items())),
+        }
+
+
+def check_source(cfg: SourceConfig) -> None:
+    """What only this stage knows about the source settings: fail before any row is read."""
+    check_benchmarks(cfg.decontaminate.benchmarks)
 
 
 def source_fingerprint(cfg: SourceConfig) -> str:

@@ -4,7 +4,7 @@ bodies, on a bare asyncio protocol (uvloop when present).
 For `factory bench overhead`: the server must cost far less than the client
 it measures, so it parses only what it needs (Content-Length and `"n"`) and
 writes precomputed responses. Run it in its own process:
-`python -m factory.testing.instant_openai --port 8000`.
+`python -m factory.bench.instant_openai --port 8000`.
 """
 
 from __future__ import annotations

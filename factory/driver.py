@@ -1,0 +1,108 @@
+"""Where a run's problems are generated: in this process, or on a Ray cluster.
+
+The run loop (`pipeline.Runner`) prepares the problems, opens the store and
+writes what a run leaves behind; it knows nothing of where generation
+happens. A driver takes the pending problems and turns them into stored rows
+through the small `Run` face below. `pipeline.make_driver` is the one place
+that picks the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
+
+from factory.worker import ProblemWorker, open_worker
+
+if TYPE_CHECKING:
+    from factory.config import JobConfig
+    from factory.metrics import RunStats
+    from factory.store.shards import ShardStore
+
+
+class RunError(RuntimeError):
+    """A run stopped for a reason the user can act on."""
+
+
+class Run(Protocol):
+    """What a driver may use of the run it serves."""
+
+    job: JobConfig
+    out: Path
+    store: ShardStore
+    stats: RunStats
+    total: int | None
+
+    def start_stats(self) -> None:
+        """Engines are up: throughput counts from now."""
+
+    def progress(self) -> None:
+        """A problem or chunk finished: tick the clock and tell the progress bar."""
+
+    def recover_store(self) -> set[str]:
+        """Re-open the store (adopt late shards, drop repeats); the done uuids."""
+
+
+class Driver(ABC):
+    @abstractmethod
+    async def generate(self, run: Run, problems: Iterator[dict[str, Any]]) -> None:
+        """Generate, verify and store every problem of `problems` (or stop on
+        the first error that is not one problem's own)."""
+
+    def in_flight(self) -> int:
+        """Work handed out and not back: problems (local) or chunks (Ray)."""
+        return 0
+
+
+class LocalDriver(Driver):
+    """One engine in this process, at most `engine.max_concurrency` problems
+    in flight: a semaphore taken before a problem is even read, so memory
+    stays flat however large the source."""
+
+    def __init__(self) -> None:
+        self._in_flight = 0
+        self._failure: BaseException | None = None
+
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def generate(self, run: Run, problems: Iterator[dict[str, Any]]) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            worker = await open_worker(run.job, stack, run.out)
+            run.start_stats()
+            await self._drive(run, worker, problems)
+
+    async def _process(self, run: Run, worker: ProblemWorker, problem: dict[str, Any]) -> None:
+        self._in_flight += 1
+        try:
+            row = await worker.process(problem, run.stats)
+        finally:
+            self._in_flight -= 1
+        if row is not None:
+            run.store.add(row)
+        run.progress()
+
+    def _task_done(self, task: asyncio.Task, sem: asyncio.Semaphore) -> None:
+        sem.release()
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    async def _drive(self, run: Run, worker: ProblemWorker, problems: Iterator[dict[str, Any]]) -> None:
+        sem = asyncio.Semaphore(run.job.engine.max_concurrency)
+        tasks: set[asyncio.Task] = set()
+        for item in problems:
+            await sem.acquire()
+            if self._failure is not None:
+                sem.release()
+                break
+            task = asyncio.create_task(self._process(run, worker, item))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda t: self._task_done(t, sem))
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._failure is not None:
+            raise self._failure

@@ -1,0 +1,193 @@
+"""Joining or starting a Ray cluster, planning replicas to fit it, and the
+Ray backend that starts, feeds and kills replica actors."""
+
+from __future__ import annotations
+
+import logging
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from factory.config import JobConfig
+from factory.driver import RunError
+from factory.scale.replica import EngineReplica
+from factory.scale.scheduler import Chunk, ReplicaBackend
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "reasoning-factory"
+
+
+def connect(address: str | None) -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local
+    one; True when this call started Ray (and so must shut it down)."""
+    try:
+        import ray
+    except ImportError:
+        raise RunError("scale.mode 'ray' needs Ray: pip install 'reasoning-factory[ray]'") from None
+
+    if ray.is_initialized():
+        return False
+    # ray.init installs its own SIGTERM handler (a stack dump, then exit):
+    # keep ours, so SIGTERM stops the run as cleanly as Ctrl-C does
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _init(address)
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                with contextlib.suppress(ValueError):  # not the main thread: nothing was ours
+                    signal.signal(sig, handler)
+    return True
+
+
+def _init(address: str | None) -> None:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address in (None, "", "local"):
+        # a private single-node cluster: token auth has nothing to protect
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # address="local": a new cluster, never one some other process left running
+        ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False)
+        log.info(f"started a local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
+    else:
+        _probe(address)
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=True, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RunError(f"scale.address: cannot join Ray at {address}: {exc}") from None
+        res = ray.cluster_resources()
+        log.info(f"joined Ray at {address}: {len(ray.nodes())} node(s), {int(res.get('CPU', 0))} CPUs, "
+            f"{int(res.get('GPU', 0))} GPUs")
+
+
+def _probe(address: str) -> None:
+    """Fail fast on a GCS address nobody listens on (ray.init would retry for minutes)."""
+    if "://" in address or address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise RunError(f"scale.address: cannot join Ray at {address}: {exc}") from None
+
+
+@dataclass
+class Plan:
+    replicas: int
+    gpus_per_replica: int
+    replica_cpus: float
+    verifiers: int
+    verifier_cpus: float
+    nodes: int = 1
+
+    @property
+    def replicas_per_node(self) -> int:
+        """CPU replicas are spread over nodes; those sharing one split its cores."""
+        return -(-self.replicas // max(1, self.nodes))
+
+
+def plan(job: JobConfig, resources: dict[str, float], nodes: int = 1) -> Plan:
+    """Replica count and resources from the job and the cluster; a clear
+    error where they cannot fit (Ray would otherwise wait forever)."""
+    sc, eng = job.scale, job.engine
+    cluster_gpus, cluster_cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+    gpus = sc.gpus_per_replica
+    if gpus is None:
+        endpoint = eng.backend == "openai"
+        gpus = 0 if endpoint or cluster_gpus == 0 else eng.tensor_parallel_size * eng.data_parallel_size
+    if eng.backend.startswith("sglang") and gpus == 0:
+        raise RunError("scale: SGLang replicas need GPUs, and this Ray cluster has none "
+                       "(set scale.gpus_per_replica on a GPU cluster)")
+    replicas = sc.replicas
+    if replicas is None:
+        replicas = cluster_gpus // gpus if gpus else max(1, nodes)  # CPU: one engine per node
+        if replicas == 0:
+            raise RunError(f"scale: a replica needs {gpus} GPU(s) (engine.tensor_parallel_size x "
+                           f"data_parallel_size) and the cluster has {cluster_gpus}")
+    elif gpus * replicas > cluster_gpus:
+        raise RunError(f"scale.replicas: {replicas} replicas x {gpus} GPU(s) need {gpus * replicas} GPUs; "
+                       f"the cluster has {cluster_gpus}")
+    verifiers = sc.verifiers or replicas
+    need = replicas * sc.replica_cpus + verifiers * sc.verifier_cpus
+    if need > cluster_cpus + 1e-9:
+        raise RunError(f"scale: {replicas} replicas x {sc.replica_cpus} CPU + {verifiers} verifiers x "
+                       f"{sc.verifier_cpus} CPU need {need:g} CPUs; the cluster has {cluster_cpus:g} "
+                       f"(lower scale.replica_cpus / scale.verifier_cpus)")
+    return Plan(replicas, gpus, sc.replica_cpus, verifiers, sc.verifier_cpus, max(1, nodes))
+
+
+@dataclass
+class _RayHandle:
+    actor: Any
+    pg: Any = None
+
+
+class RayBackend(ReplicaBackend):
+    def __init__(self, job: JobConfig, p: Plan, verifiers: list, actor_cls: type | None = None):
+        self.actor_cls = actor_cls or EngineReplica
+        self.job_json = job.model_dump_json()
+        self.plan = p
+        self.verifiers = verifiers
+        self.timeout_s = job.scale.start_timeout_s
+        self.max_calls = job.scale.inflight_chunks + 2
+
+    async def start(self, index: int) -> _RayHandle:
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        p = self.plan
+        opts: dict[str, Any] = {"num_cpus": p.replica_cpus, "num_gpus": p.gpus_per_replica,
+                                "max_concurrency": self.max_calls}
+        handle = _RayHandle(None)
+        if not p.gpus_per_replica:
+            opts["scheduling_strategy"] = "SPREAD"  # CPU engines: one per node before doubling up
+        if p.gpus_per_replica:
+            # one bundle: all of a replica's GPUs on one node, for tensor parallelism
+            handle.pg = placement_group([{"GPU": p.gpus_per_replica, "CPU": p.replica_cpus}], strategy="STRICT_PACK")
+            try:
+                await asyncio.wait_for(handle.pg.ready(), self.timeout_s)
+            except asyncio.TimeoutError:
+                ray.util.remove_placement_group(handle.pg)
+                raise RunError(f"replica {index}: no node could give {p.gpus_per_replica} GPU(s) within "
+                               f"{self.timeout_s:g} s (scale.start_timeout_s)") from None
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(handle.pg, placement_group_bundle_index=0)
+        handle.actor = ray.remote(self.actor_cls).options(**opts).remote(self.job_json, index, self.verifiers, self.plan.replicas_per_node)
+        try:
+            info = await asyncio.wait_for(handle.actor.start.remote(), self.timeout_s)
+        except BaseException:
+            await self.kill(handle)
+            raise
+        node = f", Ray node {info['node_id'][:12]}" if info.get("node_id") else ""
+        log.info(f"replica {index} ready on {info['node']}{node} (pid {info['pid']}"
+                 f"{', GPUs ' + info['gpus'] if info['gpus'] else ''})")
+        return handle
+
+    async def process(self, handle: _RayHandle, chunk: Chunk) -> dict[str, Any]:
+        return await handle.actor.process_chunk.remote(chunk.shard, chunk.problems)
+
+    async def kill(self, handle: _RayHandle) -> None:
+        import ray
+
+        if handle.actor is not None:
+            ray.kill(handle.actor, no_restart=True)
+        if handle.pg is not None:
+            ray.util.remove_placement_group(handle.pg)
+
+    async def close(self, handles: list[_RayHandle]) -> None:
+        # a clean stop lets managed servers shut down their process groups
+        stops = [h.actor.stop.remote() for h in handles if h.actor is not None]
+        if stops:
+            await asyncio.wait([asyncio.ensure_future(_await(s)) for s in stops], timeout=60)
+        await super().close(handles)
+
+
+async def _await(ref):
+    return await ref

@@ -1,0 +1,63 @@
+"""`scale: ray`: the driver that fans a run's problems out to replicas."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator
+
+from factory.driver import Driver, Run
+from factory.scale.cluster import RayBackend, connect, plan
+from factory.scale.replica import VerifierActor
+from factory.scale.scheduler import Chunk, Coordinator, SeqLease, chunk_size_for, make_chunks
+
+log = logging.getLogger(__name__)
+
+
+class RayDriver(Driver):
+    """Same preparation, store and output as a local run; generation fans out
+    to replicas, and the driver's only write is the manifest line of each
+    shard a replica wrote."""
+
+    def __init__(self) -> None:
+        self._coord: Coordinator | None = None
+
+    def in_flight(self) -> int:
+        """Chunks handed to replicas and not back."""
+        return self._coord.chunks_out if self._coord is not None else 0
+
+    async def generate(self, run: Run, problems: Iterator[dict[str, Any]]) -> None:
+        import ray
+
+        job, sc = run.job, run.job.scale
+        owned = connect(sc.address)  # main thread: Ray installs signal handlers
+        coord = None
+        try:
+            p = plan(job, ray.cluster_resources(), sum(n["Alive"] for n in ray.nodes()))
+            size = chunk_size_for(run.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)
+            log.info(f"scale: {p.replicas} replica(s) x {p.gpus_per_replica} GPU(s), {p.verifiers} verifier(s), "
+                    f"chunks of {size} problems, {sc.inflight_chunks} in flight per replica")
+            verifier_cls = ray.remote(VerifierActor).options(num_cpus=p.verifier_cpus, max_restarts=-1,
+                                                             max_task_retries=3)
+            verifiers = [verifier_cls.remote(job.verify.model_dump(mode="json")) for _ in range(p.verifiers)]
+            lease = SeqLease(run.out / "ray" / "seq.json", run.store.next_seq)
+            chunks = make_chunks(problems, size, lease)
+            run.start_stats()
+
+            def on_chunk(chunk: Chunk, summary: dict[str, Any]) -> None:
+                if summary["file"]:
+                    run.store.commit(summary["file"], summary["uuids"], replica=summary.get("replica"),
+                                     node=summary.get("node"))
+                run.stats.merge(summary["stats"])
+                run.progress()
+
+            coord = self._coord = Coordinator(RayBackend(job, p, verifiers), p.replicas, chunks,
+                                              on_chunk, sc.inflight_chunks, sc.max_replica_restarts,
+                                              sc.max_chunk_attempts, on_first_ready=run.stats.start_clock)
+            await coord.run()
+        finally:
+            if coord is not None:
+                run.stats.replica_restarts = coord.restarts
+                run.stats.chunks_resent = coord.resent
+            if owned:
+                ray.shutdown()
+        run.recover_store()  # a worker of an earlier driver may have stored rows late: drop repeats

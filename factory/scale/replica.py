@@ -1,0 +1,118 @@
+"""The Ray actors: an engine replica (generate -> verify -> shard) and the
+Math-Verify workers it verifies through."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import contextlib
+import itertools
+import os
+import socket
+from typing import Any
+
+from factory.config import JobConfig, VerifyConfig
+from factory.logs import log_to_stdout
+from factory.metrics import RunStats
+from factory.store.shards import write_shard
+from factory.verify.pool import RuleVerifier, check_generation
+from factory.worker import open_worker
+
+log = logging.getLogger(__name__)
+
+
+class VerifierActor:
+    """Math-Verify in a killable worker process, behind a single-threaded actor."""
+
+    def __init__(self, verify_cfg: dict[str, Any]):
+        cfg = VerifyConfig.model_validate(verify_cfg)
+        self.rules = RuleVerifier(1, cfg.timeout_s, cfg.memory_mb, cfg.preset, cfg.rules)
+
+    def run(self, fn, *args):
+        return self.rules.wait(self.rules.submit(fn, *args))
+
+
+class RayRules:
+    """RuleVerifier's async face for the cascade, served by VerifierActors."""
+
+    def __init__(self, actors: list, preset: str):
+        self.actors = actors
+        self.preset = preset
+        self._turn = itertools.count()
+
+    async def aschedule(self, fn, *args):
+        actor = self.actors[next(self._turn) % len(self.actors)]
+        return await actor.run.remote(fn, *args)
+
+    async def agrade(self, gold: str, generation: str, finish_reason: str | None, problem: str | None = None):
+        return await self.aschedule(check_generation, gold, generation, finish_reason, problem)
+
+    def close(self) -> None:
+        pass
+
+
+class EngineReplica:
+    """One engine with the generate -> verify -> row loop around it."""
+
+    def __init__(self, job_json: str, index: int, verifiers: list, per_node: int = 1):
+        self.job = JobConfig.model_validate_json(job_json)
+        self.index = index
+        log_to_stdout(f"[replica {index}] ")  # Ray forwards a worker's stdout to the driver
+        self.per_node = per_node
+        self.verifiers = verifiers
+        self.out = self.job.output.dir
+        self._stack = None
+        self.worker = None
+        self.node: str | None = None
+        self.sem: asyncio.Semaphore | None = None
+
+    async def start(self) -> dict[str, Any]:
+        import ray
+
+        self._pin_cpu_engine()
+        run_dir = self.out / "ray" / f"replica-{self.index}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._stack = contextlib.AsyncExitStack()
+        rules = RayRules(self.verifiers, self.job.verify.preset)
+        self.worker = await open_worker(self.job, self._stack, run_dir, rules=rules)
+        self.sem = asyncio.Semaphore(self.job.engine.max_concurrency)
+        self.node = ray.get_runtime_context().get_node_id()
+        return {"node": socket.gethostname(), "node_id": self.node, "pid": os.getpid(),
+                "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+
+    def _pin_cpu_engine(self) -> None:
+        """vLLM's CPU build binds its threads to every core it sees: two
+        replicas on one box would spin on the same cores. Give each its share."""
+        eng = self.job.engine
+        on_gpu = bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if (not eng.backend.startswith("vllm") or on_gpu or eng.tensor_parallel_size > 1
+                or "VLLM_CPU_OMP_THREADS_BIND" in eng.env):
+            return
+        cores = sorted(os.sched_getaffinity(0))
+        parts = min(self.per_node, len(cores))
+        if parts <= 1:
+            return
+        mine = cores[self.index % parts::parts]
+        eng.env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, mine))
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = eng.env["VLLM_CPU_OMP_THREADS_BIND"]  # vllm-offline
+        log.info(f"vLLM CPU threads bound to cores {eng.env['VLLM_CPU_OMP_THREADS_BIND']}")
+
+    async def process_chunk(self, shard: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
+        stats = RunStats()
+
+        async def one(problem):
+            async with self.sem:
+                return await self.worker.process(problem, stats)
+
+        rows = [r for r in await asyncio.gather(*(one(p) for p in problems)) if r is not None]
+        if rows:
+            data = self.out / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(write_shard, data, shard, rows)
+        return {"file": f"data/{shard}" if rows else None, "uuids": [r["uuid"] for r in rows],
+                "stats": stats.counts(), "replica": self.index, "node": self.node}
+
+    async def stop(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None

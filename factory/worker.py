@@ -1,0 +1,125 @@
+"""One problem from prompt to stored row, and the engines and cascade it
+needs: the unit the local driver and each Ray replica repeat."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from pathlib import Path
+from typing import Any
+
+from factory.config import JobConfig
+from factory.engines import Engine, GenerationResult, build_engine
+from factory.metrics import RunStats
+from factory.prompts import PromptRenderer
+from factory.verify.cascade import Cascade, GenVerdict
+from factory.verify.extract import is_reasoning_complete
+
+
+def choose_message_trace(uuid: str, correct: list[bool], seed: int) -> int:
+    """Index of the trace for `messages`: a seeded random correct one, else 0.
+
+    OpenR1 found that picking among correct traces with a reward model was
+    no better than random, so random with a fixed seed it is.
+    """
+    idx = [i for i, ok in enumerate(correct) if ok]
+    if not idx:
+        return 0
+    return random.Random(f"{seed}:{uuid}").choice(idx)
+
+
+def build_row(
+    problem: dict[str, Any],
+    prompt: str,
+    result: GenerationResult,
+    verdicts: list[GenVerdict],
+    model: str,
+    messages_seed: int = 0,
+    judge_model: str | None = None,
+    sampling_seed: int | None = None,
+) -> dict[str, Any]:
+    """One output row in OpenR1-Math-220k's layout plus our extras."""
+    comps = result.completions
+    gens = [c.text for c in comps]
+    correct = [v.correct for v in verdicts]
+    judged = judge_model is not None
+    messages: list[dict[str, str]] = []
+    if gens:
+        pick = choose_message_trace(problem["uuid"], correct, messages_seed)
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": gens[pick]}]
+    return {
+        **{k: problem.get(k) for k in ("problem", "solution", "answer", "problem_type", "question_type", "source", "uuid")},
+        "is_reasoning_complete": [is_reasoning_complete(c.text, c.finish_reason) for c in comps],
+        "generations": gens,
+        "correctness_math_verify": [v.rule_correct for v in verdicts],
+        "correctness_llama": [v.judge_bool for v in verdicts] if judged else None,
+        "finish_reasons": [c.finish_reason or "unknown" for c in comps],
+        "correctness_count": sum(correct),
+        "messages": messages,
+        "extracted_answers": [v.extracted for v in verdicts],
+        "verify_status": [v.status for v in verdicts],
+        "correct": correct,
+        "judge_verdicts": [v.judge for v in verdicts] if judged else None,
+        "judge_model": judge_model,
+        "completion_tokens": [c.completion_tokens for c in comps],
+        "budget_forced": [c.budget_forced for c in comps],
+        "prompt_tokens": result.prompt_tokens,
+        "model": model,
+        "sampling_seed": sampling_seed,
+        "error": result.error,
+        "generation_time_s": round(result.latency_s, 4),
+    }
+
+
+class ProblemWorker:
+    """One problem from prompt to stored row: the unit both the local runner
+    and each Ray replica repeat."""
+
+    def __init__(self, job: JobConfig, engine: Engine, cascade: Cascade, renderer: PromptRenderer | None = None):
+        self.job = job
+        self.engine = engine
+        self.cascade = cascade
+        self.renderer = renderer or PromptRenderer(job.prompt)
+
+    async def process(self, problem: dict[str, Any], stats: RunStats) -> dict[str, Any] | None:
+        """The finished row, or None when the request failed for now (the
+        problem is left for a re-run); counts go to `stats`."""
+        msgs = self.renderer.messages(problem)
+        result = await self.engine.generate(msgs)
+        if result.transient:
+            stats.problems_failed += 1
+            stats.request_errors += 1
+            return None
+        comps = result.completions
+        verdicts = await self.cascade.verify(problem["answer"], problem["problem"], [c.text for c in comps],
+                                             [c.finish_reason for c in comps])
+        row = build_row(problem, msgs[-1]["content"], result, verdicts, self.engine.model_name,
+                        self.job.output.messages_seed, self.cascade.judge_model, self.job.engine.seed)
+        stats.record(row, verdicts)
+        return row
+
+
+def build_engines(job: JobConfig, run_dir: Path | None) -> tuple[Engine, Engine | None]:
+    """The generation engine and the judge's (None with the judge off; the
+    generation engine itself when verify.judge.engine is unset). Budget
+    forcing is a generation setting: a judge engine of its own never has it."""
+    engine = build_engine(job.engine, job.sampling, run_dir=run_dir)
+    judge = job.verify.judge
+    if not judge.enabled:
+        return engine, None
+    if judge.engine is None:
+        return engine, engine
+    plain = job.sampling.model_copy(update={"budget_forcing": None})
+    return engine, build_engine(judge.engine, plain, run_dir=run_dir / "judge" if run_dir else None)
+
+
+async def open_worker(job: JobConfig, stack: contextlib.AsyncExitStack, run_dir: Path | None, rules=None) -> ProblemWorker:
+    """Start the engines on `stack` and build the cascade around them; the
+    stack stops it all, the cascade first."""
+    engine, judge = build_engines(job, run_dir)
+    await stack.enter_async_context(engine)
+    if judge is not None and judge is not engine:
+        await stack.enter_async_context(judge)
+    cascade = Cascade(job.verify, judge, rules=rules)
+    stack.callback(cascade.close)
+    return ProblemWorker(job, engine, cascade)
