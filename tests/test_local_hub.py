@@ -7,13 +7,11 @@ Client code runs in a subprocess because HF_HUB_DISABLE_XET and HF_ENDPOINT must
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from conftest import HUB_TOKEN as TOKEN, hub_env
 

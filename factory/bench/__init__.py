@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import logging
+import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
-from factory.config import VerifyConfig
+from factory import assets
+from factory.bench.sim_cluster import SimBackend
+from factory.config import JobConfig, PromptConfig, VerifyConfig, resolve_paths
+from factory.engines.managed import free_port
+from factory.engines.platform import INPROCESS_ENV, cpu_has_native_bf16, resolve_dtype, single_process_cpu_engine
 from factory.logs import quiet
+from factory.metrics import RunStats
+from factory.models import ensure_model
+from factory.pipeline import run_job
+from factory.prompts import PromptRenderer
+from factory.scale import Coordinator, Plan, RayBackend, connect, make_chunks
+from factory.sources.decontaminate import LABELLED, RULES, SHIPPED, Decontaminator
+from factory.store.shards import ShardStore
+from factory.verify.cascade import Cascade
 
 
 def synthetic_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -55,8 +76,6 @@ def _raw_in_process(pairs) -> tuple[float, int]:
 
 
 async def _ours(pairs, workers: int, warmup) -> tuple[float, int]:
-    from factory.verify.cascade import Cascade
-
     cascade = Cascade(VerifyConfig(workers=workers))
 
     def verify_all(some):
@@ -111,8 +130,6 @@ def bench_verify(n: int = 1000, workers: int = 2, seed: int = 0, rounds: int = 3
 
 def synthetic_source(path, rows: int, seed: int = 0) -> None:
     """A jsonl source with exact (~2%) and near (~2%) duplicates and a few broken lines."""
-    import json
-
     rng = random.Random(seed)
     subjects = ["apples", "marbles", "coins", "books", "tickets", "stamps", "pencils", "cards"]
     with open(path, "w", encoding="utf-8") as fh:
@@ -133,11 +150,6 @@ def synthetic_source(path, rows: int, seed: int = 0) -> None:
 
 def bench_prepare(rows: int, workdir) -> dict:
     """Prepare a synthetic source in a child process; report time and peak RSS."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     src = workdir / f"synthetic-{rows}.jsonl"
@@ -157,8 +169,6 @@ def bench_prepare(rows: int, workdir) -> dict:
 
 
 def _job(tmp, source, out, engine: dict, sampling: dict, verify: bool):
-    from factory.config import JobConfig, resolve_paths
-
     job = JobConfig.model_validate({
         "name": "bench", "source": {"path": str(source), "decontaminate": {"enabled": False}},
         "engine": engine, "sampling": sampling, "verify": {"enabled": verify},
@@ -170,16 +180,6 @@ def _job(tmp, source, out, engine: dict, sampling: dict, verify: bool):
 def bench_overhead(problems: int = 4000, concurrencies=(32, 256), workdir=None) -> list[dict]:
     """Generations/s through the whole pipeline against an instant fake server
     in its own process: our overhead, not an engine's speed."""
-    import json
-    import subprocess
-    import sys
-    import tempfile
-    import urllib.request
-    from pathlib import Path
-
-    from factory.engines.managed import free_port
-    from factory.pipeline import run_job
-
     tmp = Path(workdir or tempfile.mkdtemp(prefix="factory-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
     src = tmp / "problems.jsonl"
@@ -215,16 +215,6 @@ def bench_engine(problems: int = 32, n: int = 2, max_tokens: int = 128, workdir=
     """The factory (full pipeline: rendering, client, extraction, verification,
     Parquet) against raw vLLM (`LLM.chat` on all prompts at once) on the same
     prompts, model and sampling. `backend` picks the factory's engine path."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from factory import assets
-    from factory.config import PromptConfig
-    from factory.models import ensure_model
-    from factory.pipeline import run_job
-    from factory.prompts import PromptRenderer
-
     tmp = Path(workdir or tempfile.mkdtemp(prefix="factory-bench-engine-"))
     tmp.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in (assets.root() / "jobs" / "data" / "numina-sample.jsonl").read_text().splitlines()][:problems]
@@ -235,10 +225,6 @@ def bench_engine(problems: int = 32, n: int = 2, max_tokens: int = 128, workdir=
                sampling, verify=True)
     with quiet():
         factory_stats = run_job(job).stats
-
-    import os
-
-    from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
 
     # raw vLLM with the engine settings the factory uses here, so the ratio is our overhead alone
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -287,13 +273,6 @@ if __name__ == "__main__":
 def bench_dtype(dtypes=("float32", "bfloat16"), prompts: int = 16, tokens: int = 128) -> dict:
     """vLLM offline tokens/s of the embedded model per dtype, one fresh process
     each, side by side; and what `dtype: auto` picks on this machine."""
-    import json
-    import subprocess
-    import sys
-
-    from factory.engines.platform import cpu_has_native_bf16, resolve_dtype
-    from factory.models import ensure_model
-
     model = ensure_model("smollm2-135m")
     rows = []
     for dtype in dtypes:
@@ -318,14 +297,6 @@ def _sim_problems(stop_after_s: float | None = None, limit: int | None = None):
 def _drive_sim(backend, nodes: int, chunk: int, inflight: int, problems, workdir) -> dict:
     """The real coordinator and the driver's real per-chunk work (manifest
     append with fsync, stats merge) against a simulated cluster."""
-    import itertools
-    import tempfile
-    from pathlib import Path
-
-    from factory.metrics import RunStats
-    from factory.scale import Coordinator, make_chunks
-    from factory.store.shards import ShardStore
-
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         store = ShardStore(Path(tmp))
         store.open()
@@ -358,8 +329,6 @@ def bench_scale(nodes: int = 512, rate: float = 25.0, n: int = 4, chunk_sizes=(4
     2. Live: replicas at `rate` answers/s with a log-normal spread, for
        `seconds`; answers/s in the steady part against nodes x rate.
     """
-    from factory.bench.sim_cluster import SimBackend
-
     capacity = []
     for size in chunk_sizes:
         r = _drive_sim(SimBackend(rate=rate, n=n, time_scale=0.0), nodes, size, inflight,
@@ -389,8 +358,6 @@ class NullReplica:
         pass
 
     async def start(self) -> dict:
-        import os
-
         return {"node": "local", "pid": os.getpid(), "gpus": ""}
 
     async def process_chunk(self, shard: str, problems: list) -> dict:
@@ -404,8 +371,6 @@ def bench_scale_ray(replicas: int = 8, chunk: int = 64, chunks: int = 3000, infl
     """Chunks/s through the real RayBackend on a local cluster (no-op replicas)."""
     import ray
 
-    from factory.config import JobConfig
-    from factory.scale import Plan, RayBackend, connect
 
     with quiet():
         owned = connect(None)
@@ -425,13 +390,6 @@ def bench_scale_ray(replicas: int = 8, chunk: int = 64, chunks: int = 3000, infl
 def bench_decontam(rows: int = 20_000, benchmarks: list[str] | None = None, seed: int = 0) -> dict:
     """Both decontamination rules on factory/data/decontam/labelled.jsonl (caught / flagged per split
     and kind, against all shipped benchmarks) and their speed on `rows` synthetic problems."""
-    import json
-    import tempfile
-    from collections import Counter
-    from pathlib import Path
-
-    from factory.sources.decontaminate import LABELLED, RULES, SHIPPED, Decontaminator
-
     labelled = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
     rules = {r: Decontaminator(list(SHIPPED), 8, rule=r) for r in RULES}
     total, flagged, right = Counter(), Counter(), Counter()

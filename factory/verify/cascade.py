@@ -11,7 +11,7 @@ from factory.engines.base import Engine
 from factory.verify.extract import extract_answer, is_reasoning_complete
 from factory.verify.judge import JUDGE_CORRECT, LLMJudge
 from factory.verify.normalize import RulesError, load_preset
-from factory.verify.pool import STATUS_NO_ANSWER, STATUS_OK, RuleVerifier, Verdict
+from factory.verify.pool import STATUS_NO_ANSWER, STATUS_OK, RuleVerifier, Verdict, check_raw
 
 
 @dataclass
@@ -63,8 +63,6 @@ class Cascade:
         if self.rules is None:
             return GenVerdict(None, "skipped", False)
         if self.raw:  # baseline preset: the library on the whole text
-            from factory.verify.pool import check_raw
-
             v = await self.rules.aschedule(check_raw, gold, generation)
             return GenVerdict(extract_answer(generation, finish_reason), v.status, v.correct)
         if not is_reasoning_complete(generation, finish_reason):  # nothing it says counts: no worker needed

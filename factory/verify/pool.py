@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pebble import ProcessPool
 from pebble.common import ProcessExpired
 
+from factory.verify.normalize import Options, compare, grade, load_preset, load_rules, options_dict, raw_compare
+
 STATUS_OK = "ok"
 STATUS_NO_ANSWER = "no_answer"
 STATUS_TIMEOUT = "timeout"
@@ -50,30 +52,22 @@ def _init_worker(memory_mb: int, options: dict, rules_path: str | None) -> None:
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     import math_verify  # noqa: F401  (import once per worker, not per row)
 
-    from factory.verify.normalize import Options, load_rules
-
     _WORKER["options"] = Options(**options)
     _WORKER["rules"] = load_rules(rules_path)
 
 
 def check(gold: str, answer: str, problem: str | None = None) -> bool:
     """Runs in a worker: the preset's comparison of gold and an extracted answer."""
-    from factory.verify.normalize import compare
-
     return compare(gold, answer, problem, _WORKER["options"], _WORKER["rules"])
 
 
 def check_generation(gold: str, generation: str, finish_reason: str | None, problem: str | None = None):
     """Runs in a worker: extraction and comparison of one whole generation -> (correct, extracted)."""
-    from factory.verify.normalize import grade
-
     return grade(gold, generation, finish_reason, problem, _WORKER["options"], _WORKER["rules"])
 
 
 def check_raw(gold: str, generation: str) -> bool:
     """Runs in a worker: plain Math-Verify on the whole generation."""
-    from factory.verify.normalize import raw_compare
-
     return raw_compare(gold, generation)
 
 
@@ -82,8 +76,6 @@ class RuleVerifier:
 
     def __init__(self, workers: int = 2, timeout_s: int = 5, memory_mb: int = 2048,
                  preset: str = "default", rules_path: str | None = None):
-        from factory.verify.normalize import load_preset, load_rules, options_dict
-
         self.timeout_s = int(timeout_s)
         self.workers = workers
         self.memory_mb = memory_mb

@@ -93,6 +93,7 @@ class _Fault:
 # (method or None, regex on the raw path, kind); the first match wins. Repo paths keep `/` literal in the
 # repo id while revisions and file paths arrive %-encoded, so matching the raw path keeps them unambiguous.
 _R = rf"(?P<ns>{_NAME})/(?P<name>{_NAME})"
+_API = rf"/api/(?P<t>models|datasets|spaces)/{_R}"  # a repo's API root
 _ROUTES: list[tuple[str | None, re.Pattern, str]] = [
     (m, re.compile(p), k) for m, p, k in [
         ("GET", r"/api/whoami-v2", "whoami"),
@@ -100,15 +101,15 @@ _ROUTES: list[tuple[str | None, re.Pattern, str]] = [
         ("POST", r"/api/repos/create", "create_repo"),
         ("DELETE", r"/api/repos/delete", "delete_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
-        ("GET", rf"/api/(?P<t>models|datasets|spaces)/{_R}(?:/revision/(?P<rev>{_SEG}))?", "repo_info"),
-        ("POST", rf"/api/(?P<t>models|datasets|spaces)/{_R}/preupload/(?P<rev>{_SEG})", "preupload"),
-        ("POST", rf"/api/(?P<t>models|datasets|spaces)/{_R}/commit/(?P<rev>{_SEG})", "commit"),
-        ("GET", rf"/api/(?P<t>models|datasets|spaces)/{_R}/tree/(?P<rev>{_SEG})(?:/(?P<path>.*))?", "tree"),
-        ("POST", rf"/api/(?P<t>models|datasets|spaces)/{_R}/paths-info/(?P<rev>{_SEG})", "paths_info"),
-        ("GET", rf"/api/(?P<t>models|datasets|spaces)/{_R}/refs", "refs"),
-        ("GET", rf"/api/(?P<t>models|datasets|spaces)/{_R}/commits/(?P<rev>{_SEG})", "commits"),
-        (None, rf"/api/(?P<t>models|datasets|spaces)/{_R}/branch/(?P<branch>{_SEG})", "branch"),
-        ("PUT", rf"/api/(?P<t>models|datasets|spaces)/{_R}/settings", "settings"),
+        ("GET", rf"{_API}(?:/revision/(?P<rev>{_SEG}))?", "repo_info"),
+        ("POST", rf"{_API}/preupload/(?P<rev>{_SEG})", "preupload"),
+        ("POST", rf"{_API}/commit/(?P<rev>{_SEG})", "commit"),
+        ("GET", rf"{_API}/tree/(?P<rev>{_SEG})(?:/(?P<path>.*))?", "tree"),
+        ("POST", rf"{_API}/paths-info/(?P<rev>{_SEG})", "paths_info"),
+        ("GET", rf"{_API}/refs", "refs"),
+        ("GET", rf"{_API}/commits/(?P<rev>{_SEG})", "commits"),
+        (None, rf"{_API}/branch/(?P<branch>{_SEG})", "branch"),
+        ("PUT", rf"{_API}/settings", "settings"),
         ("POST", rf"/(?:(?P<t>datasets|spaces)/)?{_R}\.git/info/lfs/objects/batch", "lfs_batch"),
         ("POST", rf"/(?:(?P<t>datasets|spaces)/)?{_R}\.git/info/lfs/objects/verify", "lfs_verify"),
         ("PUT", r"/_lfs/upload/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
