@@ -27,6 +27,12 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
+@app.callback()
+def _setup() -> None:
+    """Runs before every command, however the CLI was started (entry point, `-m`)."""
+    log_to(lambda m: console.print(m, highlight=False))  # every module's log lines, on stderr
+
+
 def fail(msg: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -482,7 +488,6 @@ def model_prepare(name: str = typer.Argument("smollm2-135m")) -> None:
 
 
 def main() -> None:  # pragma: no cover
-    log_to(lambda m: console.print(m, highlight=False))  # every module's log lines, on stderr
     app(prog_name="factory")
 
 

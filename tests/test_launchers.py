@@ -55,7 +55,7 @@ def test_slurm_script_brings_up_ray_and_runs_the_job(tmp_path, fake_server):
         stop_ray(env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert "1 Ray node(s) up" in log and "joined Ray at 127.0.0.1:" in log
+    assert "1 Ray node(s) up" in log and "joined Ray at 127.0.0.1:" in log, log[-6000:]
     uuids = read_uuids(out)
     assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
 
