@@ -166,10 +166,11 @@ def test_judge_sees_only_rule_rejects(tmp_path, fake_server):
     assert True in verdicts and False in verdicts and None in verdicts
 
 
-# `blind5.jsonl` as first scored, never tuned on since: 98.0% (196 of 200),
-# no false positive, 2 cases lost to raw Math-Verify. Its misses are left
-# unread so that it keeps measuring; a fix must not make it worse.
-HELD_OUT = {"accuracy": 0.98, "fp": 0, "lost": 2}
+# `blind6.jsonl` as first scored, never tuned on since: 97.5% (195 of 200),
+# 1 false positive, 2 cases lost to raw Math-Verify (the false positive is
+# one of them). Its misses are left unread so that it keeps measuring; a fix
+# must not make it worse.
+HELD_OUT = {"accuracy": 0.975, "fp": 1, "lost": 2}
 
 
 def test_cascade_is_a_superset_of_raw_math_verify_on_every_labelled_set():

@@ -129,6 +129,18 @@ CORRECT = [
     ("set", "\\{\\emptyset, \\{a\\}\\}", T + "$$\\mathcal{P}(\\{a\\}) = \\{\\varnothing, \\{a\\}\\}$$"),
     ("unicode", "\\frac{\\pi}{6}", T + "arcsin(1/2) = π/6"),
     ("unicode", "-\\frac{3}{4}", T + "tan(θ) = −¾"),
+    # a number word names the asked quantity in prose
+    ("asked_words", "12", T + "A cube has twelve edges in all.", "How many edges does a cube have?"),
+    ("asked_words", "24", T + "So the class has twenty-four students (a dozen pairs).", "How many students are in the class?"),
+    # set-builder notation for an interval
+    ("set_builder", "(-\\infty, 3)", T + "The solution set is $\\{x : x < 3\\}$."),
+    ("set_builder", "[2,\\infty)", T + "$\\boxed{\\{x \\in \\mathbb{R} \\mid x \\geq 2\\}}$"),
+    # a gold with a sign against its two values written as membership
+    ("pm_member", "2\\pm 5", T + "So $x \\in \\{7, -3\\}$."),
+    ("pm_member", "\\pm 4", T + "$\\boxed{x \\in \\{-4, 4\\}}$"),
+    # a time of day inside \text{} against the 24-hour clock
+    ("clock_text", "\\text{9:15 AM}", T + "The train arrives at 09:15."),
+    ("clock_text", "\\text{11:40 PM}", T + "It ends at $\\boxed{23:40}$."),
 ]
 
 WRONG = [
@@ -197,6 +209,11 @@ WRONG = [
     ("set", "\\{\\emptyset, \\{a\\}\\}", T + "$$\\mathcal{P}(\\{a\\}) = \\{\\{a\\}\\}$$"),
     ("unicode", "\\frac{\\pi}{6}", T + "arcsin(1/2) = π/3"),
     ("unicode", "-\\frac{3}{4}", T + "tan(θ) = ¾"),
+    ("asked_words", "12", T + "A cube has eleven edges in all.", "How many edges does a cube have?"),
+    ("asked_words", "12", T + "A cube has twelve vertices.", "How many edges does a cube have?"),
+    ("set_builder", "(-\\infty, 3)", T + "The solution set is $\\{x \\mid x \\le 3\\}$."),
+    ("pm_member", "2\\pm 5", T + "So $x \\in \\{7, 3\\}$."),
+    ("clock_text", "\\text{4:30 PM}", T + "The movie ends at 04:30."),
 ]
 
 

@@ -18,6 +18,12 @@ from fractions import Fraction
 from factory.think import THINK_CLOSE, THINK_OPEN
 
 _BOX_CMDS = ("\\boxed", "\\fbox")
+_UNITS_W = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+            "sixteen seventeen eighteen nineteen").split()
+_TENS_W = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUM_W = "|".join([*_UNITS_W, *_TENS_W, "hundred", "thousand"])
+# `nine`, `twenty-four`, `one hundred and five`: a number in English words
+NUMBER_WORDS = rf"\b(?:{_NUM_W})(?:(?:[\s-]+|\s+and\s+)(?:{_NUM_W}))*\b"
 
 # "final answer is X", "Answer: X", "la réponse est X", "答案是 X": the capture runs to the end of the sentence
 _PHRASES = [
@@ -35,6 +41,25 @@ _SENTENCE_END = re.compile(r"\n|(?<!\d)[.。!?！？](?!\d)|[.](?=\s|$)|。|$")
 _TRAILERS = re.compile(r"\s*(?:I hope it is correct|<\|im_\w+\|>).*$", re.IGNORECASE | re.S)
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$(.+?)(?<!\\)\$", re.S)
 _NUMBER = re.compile(r"(?<![A-Za-z\d.,:])(?:\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?\s?[Mm]\b\.?)?|(?:\d+\s*)?\\frac\{\d+\}\{\d+\}|\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+)?(?:[eE][+-]?\d+(?![\w]))?(?:\s+(?:thousand|million|billion|trillion)\b)?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)(?:\s*\\pi(?![a-zA-Z]))?")
+
+
+def word_number(text: str) -> int | None:
+    """`forty-two` -> 42, `one hundred and five` -> 105 (English, below a million); None unless the
+    text is number words only."""
+    words = text.lower().replace("-", " ").replace(" and ", " ").split()
+    if not words or any(w not in _UNITS_W and w not in _TENS_W and w not in ("hundred", "thousand") for w in words):
+        return None
+    total = part = 0
+    for w in words:
+        if w in _UNITS_W:
+            part += _UNITS_W.index(w)
+        elif w in _TENS_W:
+            part += 20 + 10 * _TENS_W.index(w)
+        elif w == "hundred":
+            part = max(part, 1) * 100
+        else:
+            total, part = total + max(part, 1) * 1000, 0
+    return total + part
 
 
 def mask_math(text: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from factory import assets
-from factory.verify.extract import (all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
+from factory.verify.extract import (word_number, all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
                                     paragraphs, unicode_math, where_clause)
 from factory.verify.question import asked_readings, asked_unit
 
@@ -154,11 +154,6 @@ def expand_pm_items(s: str) -> str:
     return _PM_ITEM.sub(lambda m: f"{m.group(1)}{m.group(2).strip()}, -{m.group(2).strip()}", s)
 
 
-_UNITS_W = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-            "sixteen seventeen eighteen nineteen").split()
-_TENS_W = "twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-
 _SCALE_W = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 # `2.75 million`, `12.04 \\times 10^{23}`: a number and a power of ten
 _SCALED = re.compile(rf"([+-]?\d+(?:\.\d+)?)\s*(?:({'|'.join(_SCALE_W)})|(?:\\times|\\cdot|\*)\s*10\s*\^\s*\{{?\s*([+-]?\d+)\s*\}}?)")
@@ -172,20 +167,8 @@ def number_words(s: str) -> str:
     if m := _SCALED.fullmatch(" ".join(scaled.lower().split())):
         power = _SCALE_W[m.group(2)] if m.group(2) else int(m.group(3))
         return format(Decimal(m.group(1)).scaleb(power).normalize(), "f")
-    words = _plain(s).replace("-", " ").replace(" and ", " ").split()
-    if not words or any(w not in _UNITS_W and w not in _TENS_W and w not in ("hundred", "thousand") for w in words):
-        return s
-    total = part = 0
-    for w in words:
-        if w in _UNITS_W:
-            part += _UNITS_W.index(w)
-        elif w in _TENS_W:
-            part += 20 + 10 * _TENS_W.index(w)
-        elif w == "hundred":
-            part = max(part, 1) * 100
-        else:
-            total, part = total + max(part, 1) * 1000, 0
-    return str(total + part)
+    value = word_number(_plain(s))
+    return s if value is None else str(value)
 
 
 def text_answer(s: str, rules: Rules) -> str | None:
@@ -251,6 +234,22 @@ def _interval(piece: str) -> str | None:
     if op in _LESS:
         return f"(-\\infty,{bound}{_LESS[op]}"
     return f"{_MORE[op]}{bound},\\infty)"
+
+
+_SET_BUILDER = re.compile(r"^\\\{\s*([a-zA-Z])\s*(?:\\in\s*\\mathbb\s*\{?\s*R\s*\}?\s*)?(?:\\mid|\\vert|\||:|\\colon)\s*(.+?)\s*\\\}$")
+
+
+def set_builder(s: str) -> str:
+    """`\\{x \\mid x \\ge 1\\}` -> `x \\ge 1`: the condition, which reads as an interval."""
+    m = _SET_BUILDER.match(s.strip())
+    return m.group(2) if m and re.search(rf"(?<![a-zA-Z\\]){m.group(1)}(?![a-zA-Z])", m.group(2)) else s
+
+
+def as_interval(s: str) -> str | None:
+    """An inequality, a chain or a set-builder set as its interval(s), so that
+    the brackets are compared (`x \\le 3` is not `(-\\infty,3)`); None if not one."""
+    cond = set_builder(s)
+    return disjunction_as_union(cond) or chained_interval(cond) or _interval(cond)
 
 
 def disjunction_as_union(s: str) -> str | None:
@@ -442,8 +441,8 @@ def mixed_number(s: str) -> str:
 
 
 def clock_24h(s: str) -> str:
-    """`08:34 \\text{P.M.}` -> `20:34`."""
-    m = _CLOCK.match(s.strip())
+    """`08:34 \\text{P.M.}`, `\\text{8:34 PM}` -> `20:34`."""
+    m = _CLOCK.match(_TEXT_WRAP.sub(r"\1", s).strip())
     if not m:
         return s
     hour = int(m.group(1)) % 12 + (12 if m.group(3).lower() == "p" else 0)
@@ -713,8 +712,7 @@ def _compare_values(g: str, a: str, opts: Options) -> bool:
         g = m.group(1)
     if m := _MEMBER.match(a):
         a = m.group(1)
-    a = disjunction_as_union(a) or chained_interval(a) or a
-    g = chained_interval(g) or g
+    g, a = as_interval(g) or g, as_interval(a) or a
     if ae and not ge and _ASSIGN_LHS.match(ae[0]):
         a = ae[1]
     elif ge and not ae and _ASSIGN_LHS.match(ge[0]):
@@ -805,7 +803,7 @@ def _pm_matches_set(g: str, a: str, opts: Options) -> bool:
         return False
     base, rest = m.group(1).strip(), m.group(2).strip()
     spelt = f"{base}+{rest}, {base}-{rest}" if base else f"{rest}, -{rest}"
-    inner = re.sub(r"^\\\{|\\\}$", "", g.strip())
+    inner = re.sub(r"^\\\{|\\\}$", "", _MEMBER.sub(r"\1", g.strip()))
     inner = re.sub(r"\b[a-zA-Z]\s*=\s*", "", inner.replace("\\text{ or }", ",").replace(" or ", ","))
     return mv_equal(f"\\{{{inner}\\}}", f"\\{{{spelt}\\}}", opts)
 
@@ -1016,6 +1014,9 @@ def vetoed(gold: str, answer: str | None, problem: str | None, opts: Options, ru
         av = ae[1]
     listed = re.search(r",|or|and|\\cup|;", av) and not re.match(r"\s*(?:\\\{|\(|\[)", av)  # `W(x)=1orW(x)=-1` lists two
     if not listed and _set_size(gv, False) != _set_size(av, True):  # {-2, 2} is not answered by x = 2
+        return True
+    gi, ai = as_interval(gv), as_interval(av)
+    if (gi or ai) and not mv_equal(gi or gv, ai or av, opts):  # Math-Verify overlooks the brackets
         return True
     gm, am = _PERCENT.match(gv), _PERCENT.match(av)
     if gm and am and gm.group(1).strip() and am.group(1).strip():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from factory.verify.extract import answer_tokens, mask_math, paragraphs, unicode_math
+from factory.verify.extract import NUMBER_WORDS, answer_tokens, mask_math, paragraphs, unicode_math, word_number
 
 if TYPE_CHECKING:
     from factory.verify.normalize import Rules
@@ -57,6 +57,9 @@ def asked_readings(problem: str | None, region: str, rules: Rules) -> list[str]:
         head = _stem(next((w for w in reversed(words) if w.endswith("s")), words[-1]))
         named = [t[1] for t in tokens
                  if re.match(rf"\s*(?:[a-z]+\s+){{0,2}}?{re.escape(head)}", last[t[0] + t[2]:], re.I)]
+        # `The polygon has nine sides.`: a number word names the count too (not `one of the sides`)
+        named += [str(word_number(w.group(1))) for w in re.finditer(
+            rf"({NUMBER_WORDS})\s+(?:(?!of\b)[a-z]+\s+){{0,2}}?{re.escape(head)}", last, re.I)]
         if re.search(rf"\bno\s+(?:[a-z]+\s+){{0,2}}?{re.escape(head)}", last, re.I):  # `There are no real solutions.`
             named.append("0")
         out += _one(named)
