@@ -89,6 +89,8 @@ def test_card_and_configs(finished_run):
     assert f"| `default` | {len(default)} |" in text and f"| `all` | {SAMPLE_PROBLEMS} |" in text
     assert "Please reason step by step" in text and "### By source" in text
     assert "token" not in json.dumps(front).lower()
+    assert str(ROOT) not in text and str(out) not in text  # no local path goes to the Hub
+    assert "Prompt template (`r1-math.jinja`)" in text
 
 
 def test_exports_for_trainers(finished_run, tmp_path):

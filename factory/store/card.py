@@ -102,6 +102,7 @@ def render_card(repo_id: str, job: dict[str, Any], schema, stats: dict[str, Any]
         configs=configs, license=job["output"]["license"], size_category=size_category(stats["problems"]),
         title=repo_id.split("/")[-1], repo_id=repo_id, stats=stats, sampling=job["sampling"], job=job, model=model,
         judge_model=stats["judge_model"], prompt_text=prompt_text(job),
+        prompt_name=Path(job["prompt"]["template"]).name,  # config stores a resolved path: no local folder on the Hub
         features=[{"name": f.name, "type": str(f.type)} for f in schema],
     )
 
