@@ -85,6 +85,7 @@ def run(
     from factory.engines.managed import EngineStartError
     from factory.models import ModelError
     from factory.pipeline import RunError, run_job
+    from factory.worker import EngineFailing
     from factory.prompts import PromptError
 
     console.print(f"[bold]{job.name}[/]: {job.source.label} -> {job.output.dir}  "
@@ -116,7 +117,7 @@ def run(
         raise typer.Exit(130)
     except ConfigError as exc:  # what a stage found wrong with the job when it was built
         fail(str(exc))
-    except (PromptError, ModelError, EngineStartError, RunError) as exc:
+    except (PromptError, ModelError, EngineStartError, RunError, EngineFailing) as exc:
         fail(str(exc), 1)
     out.print(_summary(result))
     if job.output.push is not None:

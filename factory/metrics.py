@@ -35,6 +35,7 @@ class RunStats:
     request_errors: int = 0
     replica_restarts: int = 0  # Ray: dead replicas replaced
     chunks_resent: int = 0  # Ray: chunks sent again after a replica failed
+    texts_repaired: int = 0  # generations with a lone surrogate or NUL byte, replaced by U+FFFD
     latency_sum_s: float = 0.0
     latency_buckets: list = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # last: +Inf
     verify_status: Counter = field(default_factory=Counter)
@@ -43,7 +44,7 @@ class RunStats:
 
     COUNTERS = ("problems_done", "problems_failed", "problems_with_correct", "generations", "generations_correct",
                 "generations_rule_correct", "generations_complete", "prompt_tokens", "completion_tokens",
-                "request_errors")
+                "request_errors", "texts_repaired")
 
     def record(self, row: dict, verdicts: list) -> None:
         """Count one stored problem (`row` as built by pipeline.build_row)."""

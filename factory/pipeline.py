@@ -21,9 +21,11 @@ import pyarrow.parquet as pq
 
 from factory.config import JobConfig
 from factory.driver import Driver, LocalDriver, RunError
+from factory.engines.openai_http import preflight
 from factory.metrics import RunStats, StatsCollector, serve_metrics
 from factory.sources.prepare import check_source, ensure_prepared, iter_problems
 from factory.store.finalize import finalize
+from factory.store.lock import LockedError, RunLock
 from factory.store.shards import ShardStore, write_text_atomic
 from factory.verify.cascade import check_verify
 
@@ -95,7 +97,27 @@ class Runner:
             log.info(f"dropped {self.store.dropped} duplicate row(s) left by workers of an earlier run")
         return done
 
+    async def preflight(self) -> None:
+        """Every endpoint the run will call, asked before anything is written."""
+        judge = self.job.verify.judge
+        for cfg, setting in ((self.job.engine, "engine"), (judge.engine if judge.enabled else None, "verify.judge.engine")):
+            if cfg is not None and cfg.backend == "openai":
+                if note := await preflight(cfg, setting):
+                    log.info(note)
+
     async def run_async(self) -> RunResult:
+        await self.preflight()
+        lock = RunLock(self.out)
+        try:
+            lock.acquire()
+        except LockedError as exc:
+            raise RunError(str(exc)) from None
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> RunResult:
         server = self._serve_metrics()
         try:
             done = await self._open()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from factory.engines import Engine, GenerationResult, build_engine
 from factory.metrics import RunStats
 from factory.prompts import PromptRenderer
 from factory.verify.cascade import Cascade, GenVerdict
+from factory.text import clean
 from factory.verify.extract import is_reasoning_complete
 
 
@@ -71,6 +73,30 @@ def build_row(
     }
 
 
+class EngineFailing(RuntimeError):
+    """The engine keeps failing: the run stops, resumable, rather than burn through the problems."""
+
+
+class Breaker:
+    """Trips on `consecutive` failed problems in a row, or on a failure rate
+    over `failure_rate` across the last `window` problems."""
+
+    def __init__(self, consecutive: int, window: int, failure_rate: float):
+        self.consecutive, self.failure_rate = consecutive, failure_rate
+        self.recent: deque[bool] = deque(maxlen=window)
+        self.in_a_row = 0
+
+    def record(self, failed: bool, error: str | None) -> None:
+        self.recent.append(failed)
+        self.in_a_row = self.in_a_row + 1 if failed else 0
+        share = sum(self.recent) / len(self.recent)
+        if self.in_a_row >= self.consecutive or (len(self.recent) == self.recent.maxlen and share >= self.failure_rate):
+            why = (f"{self.in_a_row} failed requests in a row (engine.breaker_consecutive)" if self.in_a_row >= self.consecutive
+                   else f"{share:.0%} of the last {len(self.recent)} requests failed (engine.breaker_failure_rate)")
+            raise EngineFailing(f"the engine keeps failing: {why}; last error: {error}. Finished problems are "
+                                "stored; fix the engine and run the same command to resume")
+
+
 class ProblemWorker:
     """One problem from prompt to stored row: the unit both the local runner
     and each Ray replica repeat."""
@@ -80,6 +106,8 @@ class ProblemWorker:
         self.engine = engine
         self.cascade = cascade
         self.renderer = renderer or PromptRenderer(job.prompt)
+        e = job.engine
+        self.breaker = Breaker(e.breaker_consecutive, e.breaker_window, e.breaker_failure_rate)
 
     async def process(self, problem: dict[str, Any], stats: RunStats) -> dict[str, Any] | None:
         """The finished row, or None when the request failed for now (the
@@ -89,7 +117,12 @@ class ProblemWorker:
         if result.transient:
             stats.problems_failed += 1
             stats.request_errors += 1
+            self.breaker.record(True, result.error)
             return None
+        self.breaker.record(False, None)
+        for c in result.completions:
+            c.text, bad = clean(c.text or "")
+            stats.texts_repaired += bool(bad)
         comps = result.completions
         verdicts = await self.cascade.verify(problem["answer"], problem["problem"], [c.text for c in comps],
                                              [c.finish_reason for c in comps])

@@ -20,7 +20,9 @@ JOBS = sorted(p for p in (ROOT / "jobs").rglob("*.yaml") if not p.name.startswit
 @pytest.mark.parametrize("path", JOBS, ids=lambda p: p.relative_to(ROOT / "jobs").as_posix())
 def test_every_shipped_job_runs(path: Path, tmp_path, fake_server, hub):
     job = load_job(path)
-    url = fake_server()
+    judge = job.verify.judge
+    served = ["fake"] + ([judge.engine.model_name] if judge.enabled and judge.engine is not None else [])
+    url = fake_server(0.0, "--models", ",".join(served))  # what preflight asks for
     env = hub_env(tmp_path, hub.url)
     sets = ["engine.backend=openai", f"engine.base_url={url}", "engine.model=fake", "engine.max_concurrency=8"]
     if job.verify.judge.enabled and job.verify.judge.engine is not None:

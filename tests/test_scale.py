@@ -187,8 +187,8 @@ def test_ray_driver_killed_then_rerun_resumes_exactly(tmp_path, fake_server, sig
 
 
 @needs_ray
-def test_unreachable_ray_address_is_one_clear_line(tmp_path):
-    job = ray_job(tmp_path, "http://127.0.0.1:9", tmp_path / "out")
+def test_unreachable_ray_address_is_one_clear_line(tmp_path, fake_server):
+    job = ray_job(tmp_path, fake_server(), tmp_path / "out")  # the endpoint passes preflight; Ray is what fails
     from factory.engines.managed import free_port
 
     proc = run_factory("run", job, "--ray", f"127.0.0.1:{free_port()}", timeout=300)

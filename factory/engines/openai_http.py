@@ -19,11 +19,13 @@ import time
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from factory.config import EngineConfig, SamplingConfig
+from factory.config import ConfigError, EngineConfig, SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult
 from factory.think import with_thinking
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# the endpoint, not the request, is wrong (a key revoked, a model unloaded): the problem is not done
+SETTING_STATUS = {401, 403, 404}
 
 
 class RetryableError(Exception):
@@ -59,6 +61,34 @@ def _stop_reason(choice: dict) -> str | None:
     """The matched stop string: vLLM says `stop_reason`, SGLang `matched_stop`."""
     value = choice.get("stop_reason", choice.get("matched_stop"))
     return value if isinstance(value, str) else None
+
+
+async def preflight(cfg: EngineConfig, setting: str = "engine") -> str | None:
+    """Ask the endpoint for its models before anything is prepared: a wrong
+    URL, key or model name is one line naming the setting (ConfigError), not
+    an error row per problem. Returns a note when the check could not be made."""
+    url = f"{(cfg.base_url or '').rstrip('/')}/v1/models"
+    key = os.environ.get(cfg.api_key_env)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.get(url, headers=headers) as resp:
+                status, body = resp.status, await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise ConfigError(f"{setting}.base_url: cannot reach {cfg.base_url} ({type(exc).__name__}: {exc})") from None
+    if status in (401, 403):
+        given = f"the key in ${cfg.api_key_env}" if key else f"no key (${cfg.api_key_env} is not set)"
+        raise ConfigError(f"{setting}.api_key_env: {cfg.base_url} refused {given} (HTTP {status})")
+    if status != 200:
+        return f"{setting}: {url} answered HTTP {status}; the model name was not checked"
+    try:
+        served = [m["id"] for m in json.loads(body)["data"]]
+    except (ValueError, KeyError, TypeError):
+        return f"{setting}: {url} did not list models; the model name was not checked"
+    if cfg.model_name not in served:
+        raise ConfigError(f"{setting}.model: {cfg.model_name!r} is not served at {cfg.base_url} "
+                          f"(it serves: {', '.join(served[:10]) or 'nothing'})")
+    return None
 
 
 class OpenAIEngine(Engine):
@@ -105,7 +135,8 @@ class OpenAIEngine(Engine):
                 if resp.status in RETRY_STATUS:
                     raise RetryableError(f"HTTP {resp.status}", _retry_after(resp.headers))
                 if resp.status >= 400:
-                    return GenerationResult(error=f"HTTP {resp.status}: {body[:300].decode('utf-8', 'replace')}")
+                    return GenerationResult(error=f"HTTP {resp.status}: {body[:300].decode('utf-8', 'replace')}",
+                                            transient=resp.status in SETTING_STATUS)
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from None
         try:

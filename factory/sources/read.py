@@ -21,6 +21,7 @@ from typing import IO, Any, Iterator
 import pyarrow.parquet as pq
 
 from factory.config import SourceConfig
+from factory.text import clean, has_unsafe
 
 # Fixed namespace: the same problem text gets the same uuid in every run.
 UUID_NAMESPACE = uuidlib.UUID("6f1c9a52-3b0e-4c7a-9d5e-2a8f4b1c7e30")
@@ -166,6 +167,12 @@ def normalize_row(row_no: int, obj: Any, cfg: SourceConfig) -> dict[str, Any] | 
         return Reject(row_no, "empty_problem", f"no text in column '{cfg.problem_column}'")
     if "\x00" in problem:
         return Reject(row_no, "bad_encoding", "NUL byte in problem")
+    for key in ("problem", "answer"):  # the uuid and the verdict hang on these: never guessed at
+        if out[key] is not None and has_unsafe(out[key]):
+            return Reject(row_no, "bad_encoding", f"{mapping[key]}: a lone surrogate or NUL byte")
+    for key in ("solution", "problem_type", "question_type", "source"):
+        if out[key] is not None:
+            out[key], _ = clean(out[key])
     if len(problem) > cfg.max_problem_chars:
         return Reject(row_no, "too_long", f"{len(problem)} chars > {cfg.max_problem_chars}")
     if len(problem.strip()) < cfg.min_problem_chars:

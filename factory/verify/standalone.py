@@ -19,6 +19,7 @@ from factory import assets
 from factory.config import VerifyConfig
 from factory.engines.base import Engine
 from factory.sources.read import Reject, iter_jsonl, iter_parquet
+from factory.text import clean_value
 from factory.verify.cascade import Cascade, GenVerdict
 
 BATCH_ROWS = 256
@@ -37,6 +38,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
         elif not isinstance(obj, dict):
             yield n, None, f"not_an_object: got {type(obj).__name__}"
         else:
+            obj, bad = clean_value(obj)
+            if bad:
+                obj["text_repaired"] = True  # lone surrogates / NUL bytes replaced by U+FFFD
             yield n, obj, None
 
 

@@ -122,13 +122,27 @@ def _error(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind}}, status=status)
 
 
-def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float = 2.0) -> web.Application:
+def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float = 2.0,
+             models: list[str] | None = None, api_key: str | None = None) -> web.Application:
+    """`models`: what /v1/models lists (any name is answered unless given); `api_key`: 401 without it."""
     faults = faults or Faults()
     outcomes = Counter(dict.fromkeys(OUTCOMES, 0))
     state = {"requests": 0, "outcomes": outcomes}
 
+    def refused(request: web.Request) -> web.Response | None:
+        if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
+            return _error(401, "invalid api key", "AuthenticationError")
+        return None
+
+    async def list_models(request: web.Request) -> web.Response:
+        return refused(request) or web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in (models or ["fake"])]})
+
     async def chat(request: web.Request) -> web.StreamResponse:
         state["requests"] += 1
+        if (no := refused(request)) is not None:
+            outcomes["401"] += 1
+            return no
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -137,6 +151,9 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             outcomes["400"] += 1
             return _error(400, f"bad request: {exc}", "BadRequestError")
+        if models and body.get("model") not in models:
+            outcomes["404"] += 1
+            return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
         kind, u = faults.next(raw) if faults else ("ok", 0.0)
         outcomes[kind] += 1
         if kind == "400":
@@ -167,6 +184,7 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", list_models)
     app.router.add_get("/stats", stats)
     return app
 
@@ -181,12 +199,15 @@ def main() -> None:
     ap.add_argument("--fault-limit", type=int, default=None, metavar="K",
                     help="fault any one request body at most K times (default: no limit)")
     ap.add_argument("--slow-seconds", type=float, default=2.0, help="delay of a 'slow' fault")
+    ap.add_argument("--models", default=None, help="comma-separated names served (default: answer any, list 'fake')")
+    ap.add_argument("--api-key", default=None, help="answer 401 unless this bearer key is sent")
     args = ap.parse_args()
     try:
         faults = Faults(args.faults, args.fault_seed, args.fault_limit)
     except ValueError as exc:
         ap.error(str(exc))
-    web.run_app(make_app(args.latency, faults, args.slow_seconds), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    models = [m for m in (args.models or "").split(",") if m] or None
+    web.run_app(make_app(args.latency, faults, args.slow_seconds, models, args.api_key), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,184 @@
+"""Nothing stored wrong, nothing lost (issue 14): one writer per output
+folder, hostile text that never stops a run, preflight of the endpoint, and
+a circuit breaker when the engine keeps failing. Real processes throughout."""
+
+import json
+import socket
+import subprocess
+
+import datasets
+import pytest
+
+from conftest import FACTORY, ROOT, SAMPLE_PROBLEMS, read_uuids, run_factory, sample_rows, wait_for
+from test_run_fake import fake_job
+
+pytestmark = pytest.mark.reliability
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_the_first_finishes(tmp_path, fake_server):
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, fake_server(latency=0.5), out)
+    first = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (out / "run.lock").is_file() and (out / "run.lock").read_text(), 60, "the first run's lock")
+        second = run_factory("run", job)
+        assert second.returncode == 1, second.stderr
+        assert "is being written by another factory run" in second.stderr
+        assert f"pid {first.pid} on {socket.gethostname()}" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert sorted(read_uuids(out)) == sorted(set(read_uuids(out))) and len(read_uuids(out)) == SAMPLE_PROBLEMS
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, fake_server):
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, fake_server(latency=0.2), out)
+    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(read_uuids(out)) >= 4, 120, "some problems stored")
+    proc.kill()
+    proc.wait()
+    assert json.loads((out / "run.lock").read_text())["pid"] == proc.pid  # left behind, not held
+    run_factory("run", job, check=True)
+    uuids = read_uuids(out)
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
+
+
+HOSTILE = ["x\ud800y", "nul\x00byte", "\udfff", "ok " * 200_000]  # lone surrogates, NUL, a 600 kB string
+
+
+def test_hostile_text_in_a_verify_file_is_replaced_and_flagged(tmp_path):
+    rows = [{"id": i, "answer": "4", "generation": f"{h} The answer is $\\boxed{{4}}$."} for i, h in enumerate(HOSTILE)]
+    rows.append({"id": 99, "answer": "4\ud800", "generation": "\\boxed{4}"})
+    rows.append({"id": 100, "answer": "5", "generation": "The answer is $\\boxed{5}$.", "note": "fine \udc80"})
+    src = tmp_path / "in.jsonl"
+    # json.dumps escapes lone surrogates as \ud800, which is how such text arrives
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "verified.jsonl"
+    proc = run_factory("verify", src, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in got] == [r["id"] for r in rows]  # every row went through
+    flagged = {r["id"] for r in got if r.get("text_repaired")}
+    assert flagged == {0, 1, 2, 99, 100}
+    assert all("\ufffd" in r["generation"] for r in got if r["id"] in (0, 1, 2))
+    assert got[3]["correct_math_verify"] is True and got[-1]["correct_math_verify"] is True
+
+
+def test_hostile_text_in_a_source_and_from_the_engine_never_stops_a_run(tmp_path, fake_server):
+    rows = sample_rows(6)
+    rows[1]["problem"] = "Compute \ud800 the sum of 2 and 2."
+    rows[2]["solution"] = "It is \udfff four."
+    rows[3]["problem"] = "What is " + "very " * 30_000 + "big?"
+    src_rows = rows + ["not an object", {"problem": None}]
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, fake_server(), out, rows=src_rows)
+    proc = run_factory("run", job, "--set", "source.max_problem_chars=500000")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "prepared" / "report.json").read_text())
+    assert report["read"] == 8 and report["accepted"] + report["rejected"] == 8
+    assert report["rejected_by_reason"].get("bad_encoding") == 1  # the problem with a lone surrogate
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert len(ds) == report["accepted"]
+    assert any("\ufffd" in (s or "") for s in ds["solution"])  # replaced, stored
+
+
+@pytest.mark.parametrize("case", ["wrong_model", "bad_key", "unreachable"])
+def test_preflight_names_the_setting_and_writes_nothing(tmp_path, fake_server, case):
+    out = tmp_path / "out"
+    env = {"OPENAI_API_KEY": "wrong"}
+    if case == "wrong_model":
+        url = fake_server(0.0, "--models", "served-a,served-b")
+    elif case == "bad_key":
+        url = fake_server(0.0, "--api-key", "s3cret")
+    else:
+        from factory.engines.managed import free_port
+
+        url = f"http://127.0.0.1:{free_port()}"
+    proc = run_factory("run", fake_job(tmp_path, url, out), env=env)
+    assert proc.returncode == 2, proc.stderr
+    expected = {"wrong_model": "engine.model: 'fake' is not served at", "bad_key": "engine.api_key_env:",
+                "unreachable": "engine.base_url: cannot reach"}[case]
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert "wrong" not in proc.stderr.replace("wrong_model", "")  # the key itself is never printed
+    assert not out.exists()  # nothing written
+
+
+def test_a_failing_endpoint_trips_the_breaker_and_stores_no_error_rows(tmp_path, fake_server):
+    """The endpoint answers 500 to everything: no problem is stored as an
+    error, the run stops early with the last error, and once the endpoint is
+    healthy again the same command finishes exactly."""
+    out = tmp_path / "out"
+    bad = fake_server(0.0, "--faults", "500=1.0")
+    job = fake_job(tmp_path, bad, out, engine={"max_retries": 0, "breaker_consecutive": 8})
+    proc = run_factory("run", job)
+    assert proc.returncode == 1 and "the engine keeps failing: 8 failed requests in a row" in proc.stderr, proc.stderr
+    assert "last error: gave up after 1 attempt: HTTP 500" in proc.stderr and "Traceback" not in proc.stderr
+    assert read_uuids(out) == []  # nothing stored as done
+    stats = json.loads((out / "metrics.json").read_text())["stats"]
+    assert 8 <= stats["problems_failed"] < SAMPLE_PROBLEMS  # stopped early, not burnt through
+    good = fake_server()
+    run_factory("run", job, "--set", f"engine.base_url={good}", check=True)
+    uuids = read_uuids(out)
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert set(ds["error"]) == {None}
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_endpoint_setting_errors_are_transient_and_bad_requests_are_final(fake_server, monkeypatch, status):
+    """401/403/404 say the endpoint is set wrong (the problem is left for a
+    re-run); a 400 says this request is bad (stored with its reason)."""
+    import asyncio
+
+    from factory.config import EngineConfig, SamplingConfig
+    from factory.engines.openai_http import OpenAIEngine
+
+    url = fake_server(0.0, "--api-key", "s3cret", "--models", "m")
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong" if status == 401 else "s3cret")
+    eng = OpenAIEngine(EngineConfig(backend="openai", base_url=url, model="m" if status != 404 else "gone",
+                                    max_retries=0), SamplingConfig(n=1))
+    messages = [] if status == 400 else [{"role": "user", "content": "1+1?"}]
+
+    async def ask():
+        async with eng:
+            return await eng.generate(messages)
+
+    result = asyncio.run(ask())
+    assert result.error.startswith(f"HTTP {status}")
+    assert result.transient == (status != 400)
+
+
+def test_hostile_text_from_an_engine_is_replaced_counted_and_stored(tmp_path):
+    import asyncio
+
+    import pyarrow.parquet as pq
+
+    from factory.config import EngineConfig, JobConfig, SamplingConfig
+    from factory.engines import Completion, Engine, GenerationResult
+    from factory.metrics import RunStats
+    from factory.store.shards import write_shard
+    from factory.verify.cascade import Cascade
+    from factory.worker import ProblemWorker
+
+    class Hostile(Engine):
+        async def generate(self, messages, sampling=None):
+            return GenerationResult([Completion("<think>\ud800\x00</think> $\\boxed{4}$", "stop", 3),
+                                     Completion("fine $\\boxed{4}$", "stop", 2)])
+
+    job = JobConfig.model_validate({"name": "t", "source": {"path": str(tmp_path)}, "output": {"dir": str(tmp_path)},
+                                    "verify": {"workers": 1}})
+    cascade = Cascade(job.verify)
+    try:
+        worker = ProblemWorker(job, Hostile(EngineConfig(), SamplingConfig()), cascade)
+        stats = RunStats()
+        problem = {"uuid": "u1", "problem": "2+2?", "answer": "4", "solution": None, "problem_type": None,
+                   "question_type": None, "source": "t"}
+        row = asyncio.run(worker.process(problem, stats))
+    finally:
+        cascade.close()
+    assert row["generations"][0] == "<think>\ufffd\ufffd</think> $\\boxed{4}$" and stats.texts_repaired == 1
+    assert row["correctness_math_verify"] == [True, True]
+    write_shard(tmp_path, "train-00000.parquet", [row])
+    assert pq.read_table(tmp_path / "train-00000.parquet").column("generations").to_pylist()[0][0].startswith("<think>\ufffd")
