@@ -209,8 +209,10 @@ def status(
     check: bool = typer.Option(False, "--check", help="verify the manifest against the shards"),
 ) -> None:
     """Progress and pass rates of a run folder."""
+    import pyarrow.parquet as pq
+
     from factory.store.check import check_store
-    from factory.store.shards import Manifest
+    from factory.store.shards import Manifest, shard_paths
 
     if not run_dir.is_dir():
         fail(f"not a folder: {run_dir}")
@@ -231,6 +233,15 @@ def status(
         st = json.loads(metrics.read_text())["stats"]
         out.print(f"last run: {st['problems_done']} problems, {st['generations']} generations, "
                   f"{st['tokens_per_s']} tok/s, {100 * st['correct_share']:.1f}% correct", highlight=False)
+        out.print(f"failed in the last run (not stored, tried again on the next run): {st.get('problems_failed', 0)}",
+                  highlight=False)
+    errors = sum(pq.read_table(f, columns=["error"]).column("error").drop_null().__len__() for f in shard_paths(run_dir / "data"))
+    out.print(f"stored with an error (the request itself was rejected, e.g. a prompt over the context length): {errors}",
+              highlight=False)
+    report = run_dir / "prepared" / "report.json"
+    if report.is_file():
+        out.print(f"pending (prepared, not stored yet): {max(0, json.loads(report.read_text())['accepted'] - n)}",
+                  highlight=False)
 
 
 def _judge_engine(backend: str | None, model: str | None, base_url: str | None):

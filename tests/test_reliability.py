@@ -118,6 +118,10 @@ def test_a_failing_endpoint_trips_the_breaker_and_stores_no_error_rows(tmp_path,
     assert read_uuids(out) == []  # nothing stored as done
     stats = json.loads((out / "metrics.json").read_text())["stats"]
     assert 8 <= stats["problems_failed"] < SAMPLE_PROBLEMS  # stopped early, not burnt through
+    status = run_factory("status", out, check=True).stdout
+    assert f"failed in the last run (not stored, tried again on the next run): {stats['problems_failed']}" in status
+    assert f"pending (prepared, not stored yet): {SAMPLE_PROBLEMS}" in status
+    assert "stored with an error (the request itself was rejected, e.g. a prompt over the context length): 0" in status
     good = fake_server()
     run_factory("run", job, "--set", f"engine.base_url={good}", check=True)
     uuids = read_uuids(out)
@@ -182,3 +186,49 @@ def test_hostile_text_from_an_engine_is_replaced_counted_and_stored(tmp_path):
     assert row["correctness_math_verify"] == [True, True]
     write_shard(tmp_path, "train-00000.parquet", [row])
     assert pq.read_table(tmp_path / "train-00000.parquet").column("generations").to_pylist()[0][0].startswith("<think>\ufffd")
+
+
+def test_a_dead_offline_engine_leaves_its_problems_for_a_re_run():
+    """vLLM's EngineDeadError fails every queued request as transient (not
+    stored, counted by the breaker); any other exception is the request's own."""
+    import asyncio
+
+    from factory.config import EngineConfig, SamplingConfig
+    from factory.engines.vllm_offline import VLLMOfflineEngine, _Request
+
+    class EngineDeadError(RuntimeError):
+        pass
+
+    async def outcomes(exc):
+        eng = VLLMOfflineEngine(EngineConfig(backend="vllm-offline"), SamplingConfig())
+        calls = []
+
+        def chat(batch):
+            calls.append(len(batch))
+            raise exc
+
+        eng._chat = chat
+        loop = asyncio.get_running_loop()
+        batch = [_Request([{"role": "user", "content": str(i)}], SamplingConfig(), False, loop.create_future())
+                 for i in range(3)]
+        await eng._run(batch)
+        return [r.future.result() for r in batch], calls
+
+    dead, calls = asyncio.run(outcomes(EngineDeadError("EngineCore died")))
+    assert all(r.transient and r.error.startswith("EngineDeadError") for r in dead) and calls == [3]
+    bad, calls = asyncio.run(outcomes(ValueError("prompt too long")))
+    assert not any(r.transient for r in bad) and calls == [3, 1, 1, 1]  # isolated one by one, stored
+
+
+def test_secrets_never_reach_a_file_or_the_log(tmp_path, fake_server):
+    out = tmp_path / "out"
+    secrets = {"OPENAI_API_KEY": "sk-SECRET-openai-123", "HF_TOKEN": "hf_SECRETtoken456"}
+    job = fake_job(tmp_path, fake_server(0.0, "--api-key", secrets["OPENAI_API_KEY"]), out,
+                   verify={"judge": {"enabled": True}})
+    proc = run_factory("run", job, env=secrets, check=True)
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) > 5
+    for value in secrets.values():
+        assert value not in proc.stdout + proc.stderr
+        for p in written:
+            assert value.encode() not in p.read_bytes(), p

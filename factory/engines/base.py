@@ -30,6 +30,18 @@ class GenerationResult:
     latency_s: float = 0.0
 
 
+# what an in-process engine raises once it is gone (vLLM's EngineDeadError): no request is at fault
+_DEAD = ("EngineDeadError", "EngineDead", "DeadEngineError")
+
+
+def failed_request(exc: BaseException) -> GenerationResult:
+    """The result for a request an in-process engine raised on: the engine
+    dying is transient (the problem is left for a re-run, the breaker counts
+    it); anything else is this request's own error, stored on its row."""
+    dead = type(exc).__name__ in _DEAD or isinstance(exc, (ConnectionError, EOFError, BrokenPipeError))
+    return GenerationResult(error=f"{type(exc).__name__}: {str(exc)[:300]}", transient=dead)
+
+
 class Engine(ABC):
     """Start once, generate many, stop always (use `async with`)."""
 

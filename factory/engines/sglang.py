@@ -12,7 +12,7 @@ import importlib.util
 import sys
 
 from factory.config import SamplingConfig
-from factory.engines.base import Completion, Engine, GenerationResult
+from factory.engines.base import Completion, Engine, GenerationResult, failed_request
 from factory.engines.managed import EngineStartError, ManagedServerEngine
 from factory.engines.platform import resolve_dtype
 from factory.models import ensure_model
@@ -93,8 +93,8 @@ class SGLangOfflineEngine(Engine):
             params["stop"] = s.stop
         try:
             outs = await self.engine.async_generate(prompt=[text] * s.n, sampling_params=[params] * s.n)
-        except Exception as exc:  # noqa: BLE001 - a bad request is recorded on its row
-            return GenerationResult(error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        except Exception as exc:  # noqa: BLE001 - a bad request is recorded on its row, a dead engine is not
+            return failed_request(exc)
         outs = outs if isinstance(outs, list) else [outs]
         comps = []
         for o in outs:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from factory.config import SamplingConfig
-from factory.engines.base import Completion, Engine, GenerationResult
+from factory.engines.base import Completion, Engine, GenerationResult, failed_request
 from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
 from factory.models import ensure_model
 
@@ -107,8 +107,9 @@ class VLLMOfflineEngine(Engine):
             outs = await asyncio.to_thread(self._chat, batch)
             results = [self._result(o) for o in outs]
         except Exception as exc:  # noqa: BLE001 - isolate the bad request below
-            if len(batch) == 1:
-                results = [GenerationResult(error=f"{type(exc).__name__}: {str(exc)[:300]}")]
+            failed = failed_request(exc)
+            if len(batch) == 1 or failed.transient:  # a dead engine fails every request alike
+                results = [failed] * len(batch)
             else:
                 for r in batch:
                     await self._run([r])
