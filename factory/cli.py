@@ -135,7 +135,7 @@ def _push(run_dir: Path, repo_id: str, private: bool, revision: Optional[str], r
     except (PushError, FileNotFoundError) as exc:
         fail(str(exc), 1)
     out.print(f"pushed to {res.repo_id}@{res.revision}: {len(res.uploaded)} file(s) uploaded in {res.commits} "
-              f"commit(s), {len(res.skipped)} already there", highlight=False)
+              f"commit(s), {len(res.skipped)} already there, {len(res.deleted)} stale deleted", highlight=False)
 
 
 @app.command()

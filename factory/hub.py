@@ -42,6 +42,7 @@ class PushResult:
     revision: str
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
     commits: int = 0
 
 
@@ -99,7 +100,7 @@ def push(out: Path, repo_id: str, private: bool = False, revision: str | None = 
          refresh: bool = True) -> PushResult:
     """`refresh=False` when the card and configs were just written for this
     repo (the end of a `factory run` that pushes): they are not rebuilt."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     if refresh:
         finalize(out, repo_id)
@@ -124,6 +125,10 @@ def push(out: Path, repo_id: str, private: bool = False, revision: str | None = 
 
     result = PushResult(repo_id, branch)
     todo: list[Path] = []
+    local = {f.relative_to(out).as_posix() for f in files_to_push(out)}
+    # shards the remote still has and the local dataset no longer does: deleted in the last commit, with the card
+    stale = sorted(p for p in remote if p.split("/")[0] in ("data", "default") and p.endswith(".parquet")
+                   and p not in local)
     for f in files_to_push(out):
         rel = f.relative_to(out).as_posix()
         have = remote.get(rel)
@@ -141,8 +146,13 @@ def push(out: Path, repo_id: str, private: bool = False, revision: str | None = 
             size = 0
         chunks[-1].append(f)
         size += f.stat().st_size
-    for i, chunk in enumerate(c for c in chunks if c):
-        ops = [CommitOperationAdd(path_in_repo=f.relative_to(out).as_posix(), path_or_fileobj=str(f)) for f in chunk]
+    batches = [[CommitOperationAdd(path_in_repo=f.relative_to(out).as_posix(), path_or_fileobj=str(f)) for f in c]
+               for c in chunks if c]
+    if stale:
+        if not batches:
+            batches.append([])
+        batches[-1] += [CommitOperationDelete(path_in_repo=p) for p in stale]
+    for ops in batches:
         try:
             for attempt in retry():
                 with attempt:
@@ -154,7 +164,8 @@ def push(out: Path, repo_id: str, private: bool = False, revision: str | None = 
                             f"({len(result.uploaded)} of {len(todo)} files are up; push again to send the rest): "
                             f"{_describe(exc)}") from None
         result.commits += 1
-        result.uploaded += [op.path_in_repo for op in ops]
+        result.uploaded += [op.path_in_repo for op in ops if isinstance(op, CommitOperationAdd)]
+        result.deleted += [op.path_in_repo for op in ops if isinstance(op, CommitOperationDelete)]
         log.info(f"pushed {len(result.uploaded)}/{len(todo)} files")
     return result
 

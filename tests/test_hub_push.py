@@ -3,6 +3,7 @@ it back with `datasets`, and a real TRL SFT step on what was pushed."""
 
 import json
 import math
+import shutil
 import subprocess
 
 import datasets
@@ -148,3 +149,17 @@ def test_nothing_verified_still_pushes_configs_that_all_load(tmp_path, hub, fake
     assert "`default` config" in card and "not declared" in card
     assert push(tmp_path, hub, out).returncode == 0
     assert client(LOAD_DECLARED, tmp_path, hub, REPO) == {"all": 6}
+
+
+def test_push_deletes_remote_shards_the_local_dataset_no_longer_has(tmp_path, hub, run_out):
+    from conftest import UPLOAD
+
+    assert push(tmp_path, hub, run_out).returncode == 0
+    stray = tmp_path / "stray"
+    (stray / "data").mkdir(parents=True)
+    shutil.copy(run_out / "data" / "train-00000.parquet", stray / "data" / "train-99999.parquet")
+    client(UPLOAD, tmp_path, hub, stray, REPO)
+    proc = push(tmp_path, hub, run_out)
+    assert proc.returncode == 0 and "1 stale deleted" in proc.stdout, proc.stdout
+    got = client(LOAD, tmp_path, hub, REPO)
+    assert sorted(got["all"]["uuids"]) == sorted(datasets.load_dataset(str(run_out), "all", split="train")["uuid"])
