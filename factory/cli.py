@@ -6,6 +6,7 @@ no traceback. Interrupted runs exit 130 and keep every finished problem.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -119,6 +120,11 @@ def run(
         fail(str(exc))
     except (PromptError, ModelError, EngineStartError, RunError, EngineFailing) as exc:
         fail(str(exc), 1)
+    except OSError as exc:  # a full disk, a quota, a file size limit (pyarrow's errors carry no errno)
+        what = exc.strerror or str(exc) or type(exc).__name__
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "written" in what or "space" in what
+        fail(f"cannot write {exc.filename or job.output.dir}: {what}. Every shard is written whole or not at all, "
+             f"so nothing stored is damaged: {'free some space and ' if full else ''}run the same command to resume", 1)
     out.print(_summary(result))
     if job.output.push is not None:
         if result.stats.problems_failed:

@@ -232,3 +232,28 @@ def test_secrets_never_reach_a_file_or_the_log(tmp_path, fake_server):
         assert value not in proc.stdout + proc.stderr
         for p in written:
             assert value.encode() not in p.read_bytes(), p
+
+
+def test_a_full_disk_is_one_clear_line_and_the_resume_is_exact(tmp_path, fake_server):
+    """RLIMIT_FSIZE makes every write past a size fail as a full disk would
+    (EFBIG; Python ignores SIGXFSZ): the run stops with one line, the store
+    checks clean, and once writes succeed again the same command completes."""
+    import resource
+
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, fake_server(), out, output={"shard_rows": 20})
+    limit = 12_000  # bytes: the prepared problems fit, a shard of 20 problems does not
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([*FACTORY, "run", str(job)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot write" in proc.stderr and "run the same command to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert run_factory("status", out, "--check").returncode == 0  # nothing damaged
+    run_factory("run", job, check=True)
+    uuids = read_uuids(out)
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
+    assert run_factory("status", out, "--check").returncode == 0
