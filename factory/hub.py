@@ -11,8 +11,8 @@ cache, as huggingface_hub finds it; it is never printed or written.
 
 from __future__ import annotations
 
-import logging
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

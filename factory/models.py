@@ -8,10 +8,10 @@ engine as is (a local folder or a Hub id the engine can load).
 
 from __future__ import annotations
 
-import logging
 import fcntl
 import importlib.util
 import json
+import logging
 import os
 import shutil
 from pathlib import Path

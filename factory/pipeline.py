@@ -9,9 +9,9 @@ end it writes metrics.json, the Hub configs and the card.
 
 from __future__ import annotations
 
-import logging
 import asyncio
 import json
+import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path

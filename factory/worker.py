@@ -13,8 +13,8 @@ from factory.config import JobConfig
 from factory.engines import Engine, GenerationResult, build_engine
 from factory.metrics import RunStats
 from factory.prompts import PromptRenderer
-from factory.verify.cascade import Cascade, GenVerdict
 from factory.text import clean
+from factory.verify.cascade import Cascade, GenVerdict
 from factory.verify.extract import is_reasoning_complete
 
 

@@ -257,3 +257,36 @@ def test_a_full_disk_is_one_clear_line_and_the_resume_is_exact(tmp_path, fake_se
     uuids = read_uuids(out)
     assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
     assert run_factory("status", out, "--check").returncode == 0
+
+
+def test_a_hung_managed_server_is_restarted_and_its_requests_re_sent(tmp_path, monkeypatch):
+    """A server that stays alive but stops answering (here after 8 requests)
+    fails its health check; the watchdog restarts it, and what was in flight
+    on it is re-sent: every request gets its answer."""
+    import asyncio
+    import sys
+
+    from factory.config import EngineConfig, SamplingConfig
+    from factory.engines import managed
+
+    monkeypatch.setattr(managed, "ensure_model", lambda name: name)
+
+    class HangingServer(managed.ManagedServerEngine):
+        server_name = "fake server"
+
+        def command(self, model_path, port):
+            return [sys.executable, str(ROOT / "tests" / "doubles" / "fake_openai.py"), "--port", str(port),
+                    "--hang-after", "8"]
+
+    cfg = EngineConfig(backend="vllm-server", model="fake", max_concurrency=4, hang_timeout_s=1.0,
+                       health_interval_s=0.3, max_restarts=10, max_retries=8, request_timeout_s=120)
+    eng = HangingServer(cfg, SamplingConfig(n=1), run_dir=tmp_path)
+
+    async def ask_all():
+        async with eng:
+            return await asyncio.gather(*(eng.generate([{"role": "user", "content": f"What is {i} + 1?"}])
+                                          for i in range(14)))
+
+    results = asyncio.run(ask_all())
+    assert [r.error for r in results] == [None] * 14 and all(r.completions for r in results)
+    assert eng.restarts == 1  # the hung one, once; the new one answers the rest

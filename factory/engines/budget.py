@@ -18,7 +18,6 @@ from factory.engines.base import Completion, Engine, GenerationResult
 from factory.think import THINK_CLOSE
 
 
-
 class BudgetForcingEngine(Engine):
     def __init__(self, inner: Engine, cfg: BudgetForcingConfig):
         super().__init__(inner.cfg, inner.sampling)

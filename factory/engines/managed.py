@@ -10,9 +10,9 @@ Linux the server also gets PDEATHSIG, so it dies with the factory.
 
 from __future__ import annotations
 
-import logging
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -52,8 +52,10 @@ def _die_with_parent() -> None:  # runs in the child before exec
         pass
 
 
-def kill_group(pgid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM a process group, then SIGKILL what is left after `grace_s`."""
+def kill_group(pgid: int, grace_s: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after `grace_s`.
+    `proc`, the group's leader if it is our child, is reaped while waiting:
+    unreaped, its zombie would keep the group looking alive for the whole grace."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
@@ -61,6 +63,8 @@ def kill_group(pgid: int, grace_s: float = 10.0) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
+            if proc is not None:
+                proc.poll()
             try:
                 os.killpg(pgid, 0)
             except (ProcessLookupError, PermissionError):
@@ -89,7 +93,8 @@ class ManagedServerEngine(OpenAIEngine):
     A request that fails because the server died triggers one restart (under
     a lock, so concurrent failures restart it once) and is then retried by
     the client's backoff loop against the new server: what was in flight is
-    re-sent, nothing is lost.
+    re-sent, nothing is lost. A watchdog task restarts a server that is alive
+    but has failed its health check for `engine.hang_timeout_s`, the same way.
     """
 
     server_name = "server"
@@ -105,6 +110,8 @@ class ManagedServerEngine(OpenAIEngine):
         self._restart_lock: asyncio.Lock | None = None
         self._ready: asyncio.Event | None = None  # cleared while (re)starting
         self.restarts = 0
+        self._watchdog: asyncio.Task | None = None
+        self._dead: EngineDeadError | None = None  # the watchdog ran out of restarts
 
     @property
     def pid_file(self) -> Path | None:
@@ -132,6 +139,37 @@ class ManagedServerEngine(OpenAIEngine):
         await self._launch()
         self._ready.set()
         await super().start()
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def _healthy(self, session: aiohttp.ClientSession) -> bool:
+        try:
+            async with session.get(f"{self.base_url}{self.health_path}") as r:
+                return r.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            return False
+
+    async def _watch(self) -> None:
+        """Restart a server that is alive but hung, like a dead one."""
+        failing_since: float | None = None
+        timeout = aiohttp.ClientTimeout(total=min(5.0, self.cfg.health_interval_s))
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                await asyncio.sleep(self.cfg.health_interval_s)
+                if not self._ready.is_set() or await self._healthy(session):
+                    failing_since = None
+                    continue
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since < self.cfg.hang_timeout_s:
+                    continue
+                log.info(f"{self.server_name} failed its health check for {time.monotonic() - failing_since:.0f} s "
+                         "(engine.hang_timeout_s); restarting it")
+                failing_since = None
+                await asyncio.to_thread(self._kill, 0.0)  # hung: no grace; its in-flight requests are re-sent
+                try:
+                    await self._restart()
+                except EngineDeadError as exc:
+                    self._dead = exc
+                    return
 
     async def _launch(self) -> None:
         self.port = free_port()
@@ -154,6 +192,8 @@ class ManagedServerEngine(OpenAIEngine):
         await self._wait_healthy(log_path)
 
     async def _post_once(self, payload: dict):
+        if self._dead is not None:
+            raise self._dead
         if self._ready is not None:
             await self._ready.wait()  # during a restart, requests wait instead of burning retries
         try:
@@ -204,19 +244,24 @@ class ManagedServerEngine(OpenAIEngine):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _kill(self) -> None:
-        if self.proc is not None:
-            kill_group(self.proc.pid)
+    def _kill(self, grace_s: float = 10.0) -> None:
+        # taken first: the watchdog (in a thread) and a failing request may both get here
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            kill_group(proc.pid, grace_s, proc)
             try:
-                self.proc.wait(timeout=5)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-            self.proc = None
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
+        fh, self._log_fh = self._log_fh, None
+        if fh is not None:
+            fh.close()
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
         await super().stop()
         await asyncio.to_thread(self._kill)
         if self.pid_file:

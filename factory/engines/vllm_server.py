@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
 from factory.engines.managed import EngineDeadError, EngineStartError, ManagedServerEngine
+from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
 
 __all__ = ["VLLMServerEngine", "EngineStartError", "EngineDeadError"]
 

@@ -26,8 +26,7 @@ backend class: `RayBackend` here, a simulated cluster in `factory bench scale`.
 from factory.scale.cluster import NAMESPACE, Plan, RayBackend, connect, plan
 from factory.scale.driver import RayDriver
 from factory.scale.replica import EngineReplica, RayRules, VerifierActor
-from factory.scale.scheduler import (Chunk, Coordinator, ReplicaBackend, SeqLease, chunk_size_for, describe,
-                                     make_chunks)
+from factory.scale.scheduler import Chunk, Coordinator, ReplicaBackend, SeqLease, chunk_size_for, describe, make_chunks
 
 __all__ = ["NAMESPACE", "Chunk", "Coordinator", "EngineReplica", "Plan", "RayBackend", "RayDriver", "RayRules",
            "ReplicaBackend", "SeqLease", "VerifierActor", "chunk_size_for", "connect", "describe", "make_chunks",

@@ -3,9 +3,9 @@ Ray backend that starts, feeds and kills replica actors."""
 
 from __future__ import annotations
 
-import logging
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket

@@ -4,9 +4,9 @@ Math-Verify workers it verifies through."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
 import itertools
+import logging
 import os
 import socket
 from typing import Any

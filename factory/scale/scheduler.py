@@ -5,10 +5,10 @@ simulated cluster in `factory bench scale`."""
 
 from __future__ import annotations
 
-import logging
 import asyncio
 import itertools
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field

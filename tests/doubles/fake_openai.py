@@ -123,8 +123,10 @@ def _error(status: int, message: str, kind: str) -> web.Response:
 
 
 def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float = 2.0,
-             models: list[str] | None = None, api_key: str | None = None) -> web.Application:
-    """`models`: what /v1/models lists (any name is answered unless given); `api_key`: 401 without it."""
+             models: list[str] | None = None, api_key: str | None = None,
+             hang_after: int | None = None) -> web.Application:
+    """`models`: what /v1/models lists (any name is answered unless given); `api_key`: 401 without it;
+    `hang_after`: after that many chat requests, nothing (chat or health) is ever answered again."""
     faults = faults or Faults()
     outcomes = Counter(dict.fromkeys(OUTCOMES, 0))
     state = {"requests": 0, "outcomes": outcomes}
@@ -138,8 +140,13 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
         return refused(request) or web.json_response(
             {"object": "list", "data": [{"id": m, "object": "model"} for m in (models or ["fake"])]})
 
+    async def hang_if_due() -> None:
+        if hang_after is not None and state["requests"] > hang_after:
+            await asyncio.sleep(3600)  # alive, listening, never answering: a hung engine
+
     async def chat(request: web.Request) -> web.StreamResponse:
         state["requests"] += 1
+        await hang_if_due()
         if (no := refused(request)) is not None:
             outcomes["401"] += 1
             return no
@@ -176,6 +183,7 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
         return _answer(body)
 
     async def health(request: web.Request) -> web.Response:
+        await hang_if_due()
         return web.Response(text="ok")
 
     async def stats(request: web.Request) -> web.Response:
@@ -201,13 +209,14 @@ def main() -> None:
     ap.add_argument("--slow-seconds", type=float, default=2.0, help="delay of a 'slow' fault")
     ap.add_argument("--models", default=None, help="comma-separated names served (default: answer any, list 'fake')")
     ap.add_argument("--api-key", default=None, help="answer 401 unless this bearer key is sent")
+    ap.add_argument("--hang-after", type=int, default=None, metavar="N", help="hang for good after N chat requests")
     args = ap.parse_args()
     try:
         faults = Faults(args.faults, args.fault_seed, args.fault_limit)
     except ValueError as exc:
         ap.error(str(exc))
     models = [m for m in (args.models or "").split(",") if m] or None
-    web.run_app(make_app(args.latency, faults, args.slow_seconds, models, args.api_key), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(make_app(args.latency, faults, args.slow_seconds, models, args.api_key, args.hang_after), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":
