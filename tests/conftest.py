@@ -90,11 +90,11 @@ def fake_server():
     """Start the fake OpenAI server in its own process; yields a factory for URLs."""
     procs = []
 
-    def start(latency: float = 0.0, *extra: str) -> str:
-        """`extra`: more fake_openai options, e.g. "--faults", "429=0.1"."""
+    def start(latency: float = 0.0, *extra: str, port: int | None = None) -> str:
+        """`extra`: more fake_openai options, e.g. "--faults", "429=0.1"; `port`: a fixed one (a restart)."""
         from factory.engines.managed import free_port
 
-        port = free_port()
+        port = port or free_port()
         proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "doubles" / "fake_openai.py"), "--port", str(port),
                                  "--latency", str(latency), *extra], start_new_session=True)
         procs.append(proc)
@@ -112,9 +112,11 @@ def fake_server():
         wait_for(up, 30, "fake server")
         return url
 
+    start.procs = procs  # a test may kill one to stage an outage
     yield start
     for p in procs:
-        os.killpg(p.pid, signal.SIGKILL)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
         p.wait()
 
 

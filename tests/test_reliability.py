@@ -3,8 +3,11 @@ folder, hostile text that never stops a run, preflight of the endpoint, and
 a circuit breaker when the engine keeps failing. Real processes throughout."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
+import time
 
 import datasets
 import pytest
@@ -290,3 +293,35 @@ def test_a_hung_managed_server_is_restarted_and_its_requests_re_sent(tmp_path, m
     results = asyncio.run(ask_all())
     assert [r.error for r in results] == [None] * 14 and all(r.completions for r in results)
     assert eng.restarts == 1  # the hung one, once; the new one answers the rest
+
+
+def test_an_engine_outage_mid_run_loses_nothing_and_stores_no_error(tmp_path, fake_server):
+    """The endpoint dies mid-run and comes back on the same port 8 s later:
+    requests in the gap exhaust their retries and are left, not stored; the
+    run (or, if the breaker stopped it, the same command again) ends with
+    exactly the store of an uninterrupted run and no error row."""
+    ref = tmp_path / "ref"
+    run_factory("run", fake_job(tmp_path, fake_server(), ref), check=True)
+    url = fake_server(0.3)
+    port = int(url.rsplit(":", 1)[1])
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, url, out, engine={"max_retries": 2, "max_concurrency": 2})
+    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for(lambda: len(read_uuids(out)) >= 6, 120, "some problems stored")
+    server = fake_server.procs[-1]
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+    time.sleep(8)
+    fake_server(0.3, port=port)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode in (0, 1), err
+    if proc.returncode == 1:  # the breaker stopped it during the outage
+        assert "the engine keeps failing" in err and "Traceback" not in err
+    run_factory("run", job, check=True)
+    cols = ["uuid", "generations", "correct", "error"]
+    rows = lambda d: {r["uuid"]: r for r in datasets.load_dataset(  # noqa: E731
+        "parquet", data_files=str(d / "data" / "*.parquet"), split="train").select_columns(cols).to_list()}
+    got = rows(out)
+    assert len(read_uuids(out)) == len(got) == SAMPLE_PROBLEMS
+    assert got == rows(ref) and {r["error"] for r in got.values()} == {None}
