@@ -71,6 +71,14 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def stored_rows(out: Path, columns: list[str]) -> dict[str, dict]:
+    """The stored rows of a run, by uuid: what two runs' stores are compared on."""
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    return {r["uuid"]: r for r in ds.select_columns(["uuid", *columns]).to_list()}
+
+
 def read_uuids(out: Path) -> list[str]:
     import pyarrow.parquet as pq
 
