@@ -295,8 +295,9 @@ def test_a_hung_managed_server_is_restarted_and_its_requests_re_sent(tmp_path, m
     assert eng.restarts == 1  # the hung one, once; the new one answers the rest
 
 
-def test_an_engine_outage_mid_run_loses_nothing_and_stores_no_error(tmp_path, fake_server):
-    """The endpoint dies mid-run and comes back on the same port 8 s later:
+@pytest.mark.parametrize("outage_s", [8, pytest.param(30, marks=pytest.mark.slow)])
+def test_an_engine_outage_mid_run_loses_nothing_and_stores_no_error(tmp_path, fake_server, outage_s):
+    """The endpoint dies mid-run and comes back on the same port later:
     requests in the gap exhaust their retries and are left, not stored; the
     run (or, if the breaker stopped it, the same command again) ends with
     exactly the store of an uninterrupted run and no error row."""
@@ -312,7 +313,7 @@ def test_an_engine_outage_mid_run_loses_nothing_and_stores_no_error(tmp_path, fa
     server = fake_server.procs[-1]
     os.killpg(server.pid, signal.SIGKILL)
     server.wait()
-    time.sleep(8)
+    time.sleep(outage_s)
     fake_server(0.3, port=port)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode in (0, 1), err
