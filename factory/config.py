@@ -147,6 +147,7 @@ class EngineConfig(_Strict):
     max_restarts: int = Field(default=3, ge=0, description="restarts of a managed server that dies or hangs mid-run")
     hang_timeout_s: float = Field(default=120.0, gt=0, description="a managed server failing its health check this long is restarted")
     health_interval_s: float = Field(default=10.0, gt=0, description="how often the watchdog checks a managed server")
+    preflight: bool = Field(default=True, description="backend openai: check URL, key and model at /v1/models before the run")
     breaker_consecutive: int = Field(default=50, ge=1, description="stop the run after this many failed problems in a row")
     breaker_window: int = Field(default=200, ge=10, description="problems the failure rate is taken over")
     breaker_failure_rate: float = Field(default=0.5, gt=0.0, le=1.0, description="stop when this share of the window failed")

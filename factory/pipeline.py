@@ -101,7 +101,7 @@ class Runner:
         """Every endpoint the run will call, asked before anything is written."""
         judge = self.job.verify.judge
         for cfg, setting in ((self.job.engine, "engine"), (judge.engine if judge.enabled else None, "verify.judge.engine")):
-            if cfg is not None and cfg.backend == "openai":
+            if cfg is not None and cfg.backend == "openai" and cfg.preflight:
                 if note := await preflight(cfg, setting):
                     log.info(note)
 

@@ -106,6 +106,12 @@ def test_preflight_names_the_setting_and_writes_nothing(tmp_path, fake_server, c
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert "wrong" not in proc.stderr.replace("wrong_model", "")  # the key itself is never printed
     assert not out.exists()  # nothing written
+    if case == "wrong_model":  # preflight off: the same mistake now costs requests, yet nothing is stored
+        job = fake_job(tmp_path, url, out, engine={"preflight": False, "breaker_consecutive": 10})
+        skipped = run_factory("run", job, env=env)
+        assert skipped.returncode == 1 and "is not served" not in skipped.stderr
+        assert "the engine keeps failing" in skipped.stderr and "HTTP 404" in skipped.stderr, skipped.stderr
+        assert read_uuids(out) == []
 
 
 def test_a_failing_endpoint_trips_the_breaker_and_stores_no_error_rows(tmp_path, fake_server):
