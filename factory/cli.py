@@ -241,7 +241,8 @@ def status(
                   f"{st['tokens_per_s']} tok/s, {100 * st['correct_share']:.1f}% correct", highlight=False)
         out.print(f"failed in the last run (not stored, tried again on the next run): {st.get('problems_failed', 0)}",
                   highlight=False)
-    errors = sum(pq.read_table(f, columns=["error"]).column("error").drop_null().__len__() for f in shard_paths(run_dir / "data"))
+    cols = [pq.read_table(f, columns=["error"]).column("error") for f in shard_paths(run_dir / "data")]
+    errors = sum(len(c) - c.null_count for c in cols)
     out.print(f"stored with an error (the request itself was rejected, e.g. a prompt over the context length): {errors}",
               highlight=False)
     report = run_dir / "prepared" / "report.json"

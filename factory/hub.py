@@ -125,11 +125,12 @@ def push(out: Path, repo_id: str, private: bool = False, revision: str | None = 
 
     result = PushResult(repo_id, branch)
     todo: list[Path] = []
-    local = {f.relative_to(out).as_posix() for f in files_to_push(out)}
+    files = files_to_push(out)
+    local = {f.relative_to(out).as_posix() for f in files}
     # shards the remote still has and the local dataset no longer does: deleted in the last commit, with the card
     stale = sorted(p for p in remote if p.split("/")[0] in ("data", "default") and p.endswith(".parquet")
                    and p not in local)
-    for f in files_to_push(out):
+    for f in files:
         rel = f.relative_to(out).as_posix()
         have = remote.get(rel)
         if have and have in ("sha256:" + sha256_of(f), "git:" + _git_blob_id(f)):

@@ -9,6 +9,7 @@ from pathlib import Path
 from factory.config import EngineConfig, SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult
 from factory.engines.budget import BudgetForcingEngine
+from factory.engines.managed import ManagedServerEngine
 from factory.engines.openai_http import OpenAIEngine
 from factory.engines.sglang import SGLangOfflineEngine, SGLangServerEngine
 from factory.engines.vllm_offline import VLLMOfflineEngine
@@ -23,7 +24,6 @@ BACKENDS: dict[str, type[Engine]] = {
     "sglang-server": SGLangServerEngine,
     "sglang-offline": SGLangOfflineEngine,
 }
-SERVERS = (VLLMServerEngine, SGLangServerEngine)  # managed servers keep a pid file and log in the run folder
 
 
 def build_engine(cfg: EngineConfig, sampling: SamplingConfig, run_dir: Path | None = None) -> Engine:
@@ -31,7 +31,8 @@ def build_engine(cfg: EngineConfig, sampling: SamplingConfig, run_dir: Path | No
     cls = BACKENDS.get(cfg.backend)
     if cls is None:
         raise ValueError(f"engine.backend: unknown backend {cfg.backend!r}")
-    engine = cls(cfg, sampling, run_dir=run_dir) if issubclass(cls, SERVERS) else cls(cfg, sampling)
+    # managed servers keep their pid file and log in the run folder
+    engine = cls(cfg, sampling, run_dir=run_dir) if issubclass(cls, ManagedServerEngine) else cls(cfg, sampling)
     if sampling.budget_forcing is not None:
         engine = BudgetForcingEngine(engine, sampling.budget_forcing)
     return engine

@@ -63,13 +63,18 @@ def _stop_reason(choice: dict) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def auth_headers(cfg: EngineConfig) -> dict[str, str]:
+    """The bearer key from `engine.api_key_env`, if set; it goes nowhere else."""
+    key = os.environ.get(cfg.api_key_env)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 async def preflight(cfg: EngineConfig, setting: str = "engine") -> str | None:
     """Ask the endpoint for its models before anything is prepared: a wrong
     URL, key or model name is one line naming the setting (ConfigError), not
     an error row per problem. Returns a note when the check could not be made."""
     url = f"{(cfg.base_url or '').rstrip('/')}/v1/models"
-    key = os.environ.get(cfg.api_key_env)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers = auth_headers(cfg)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             async with session.get(url, headers=headers) as resp:
@@ -77,7 +82,7 @@ async def preflight(cfg: EngineConfig, setting: str = "engine") -> str | None:
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         raise ConfigError(f"{setting}.base_url: cannot reach {cfg.base_url} ({type(exc).__name__}: {exc})") from None
     if status in (401, 403):
-        given = f"the key in ${cfg.api_key_env}" if key else f"no key (${cfg.api_key_env} is not set)"
+        given = f"the key in ${cfg.api_key_env}" if headers else f"no key (${cfg.api_key_env} is not set)"
         raise ConfigError(f"{setting}.api_key_env: {cfg.base_url} refused {given} (HTTP {status})")
     if status != 200:
         return f"{setting}: {url} answered HTTP {status}; the model name was not checked"
@@ -108,16 +113,12 @@ class OpenAIEngine(Engine):
             body["stop"] = sampling.stop
         return body
 
-    def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.cfg.api_key_env)
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.cfg.max_concurrency, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                headers=self._headers(),
+                headers=auth_headers(self.cfg),
                 timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s),
             )
 

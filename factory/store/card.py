@@ -29,11 +29,13 @@ class CardStats:
     """The card's counts, added up shard by shard as `finalize` reads them,
     so the card matches the data and no shard is read twice."""
 
+    COUNTS = ("problems", "generations", "rule_correct", "correct", "complete", "prompt_tokens", "completion_tokens",
+              "judge_recovered", "problems_with_correct")
     COLUMNS = ["source", "correctness_math_verify", "correct", "is_reasoning_complete", "completion_tokens",
                "prompt_tokens", "correctness_count", "judge_verdicts", "judge_model"]
 
     def __init__(self) -> None:
-        self.st: dict[str, Any] = defaultdict(int)
+        self.st: dict[str, int] = dict.fromkeys(self.COUNTS, 0)  # an empty run still has every count
         self.src: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.lengths: list[int] = []
         self.judge_model: str | None = None
@@ -62,8 +64,7 @@ class CardStats:
             s["solved"] += solved
 
     def result(self) -> dict[str, Any]:
-        st = {k: 0 for k in ("problems", "generations", "rule_correct", "correct", "complete", "prompt_tokens",
-                             "completion_tokens", "judge_recovered", "problems_with_correct")} | dict(self.st)
+        st: dict[str, Any] = dict(self.st)
         lengths = self.lengths
         arr = np.array(lengths or [0])
         st.update(len_p10=int(np.percentile(arr, 10)), len_p50=int(np.percentile(arr, 50)),

@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from factory import assets
-from factory.verify.extract import (word_number, all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
-                                    paragraphs, unicode_math, where_clause)
+from factory.verify.extract import (all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
+                                    paragraphs, unicode_math, where_clause, word_number)
 from factory.verify.question import asked_readings, asked_unit
 
 
