@@ -222,6 +222,9 @@ class ScaleConfig(_Strict):
     verifiers: int | None = Field(default=None, ge=1, description="Math-Verify actors; unset: one per replica")
     verifier_cpus: float = Field(default=0.1, gt=0)
     chunk_size: int = Field(default=256, ge=1, description="problems per chunk; each chunk becomes one shard")
+    flush_problems: int = Field(default=16, ge=1, description="a replica writes a chunk's finished problems as a "
+                                "part shard every this many, so a dead replica loses at most these")
+    flush_interval_s: float = Field(default=120.0, gt=0, description="...or this often, whichever comes first")
     inflight_chunks: int = Field(default=2, ge=1, description="chunks queued per replica (back-pressure)")
     max_replica_restarts: int = Field(default=8, ge=0, description="replacements of dead replicas, all replicas together")
     max_chunk_attempts: int = Field(default=3, ge=1, description="a chunk that fails this often stops the run")

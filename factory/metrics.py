@@ -46,18 +46,19 @@ class RunStats:
                 "generations_rule_correct", "generations_complete", "prompt_tokens", "completion_tokens",
                 "request_errors", "texts_repaired")
 
-    def record(self, row: dict, verdicts: list) -> None:
-        """Count one stored problem (`row` as built by pipeline.build_row)."""
+    def record(self, row: dict) -> None:
+        """Count one stored problem from its row alone (as built by
+        worker.build_row), so rows read back from a shard count the same."""
         self.problems_done += 1
         self.generations += len(row["generations"])
-        self.generations_rule_correct += sum(v.rule_correct for v in verdicts)
-        self.judge_verdicts.update(v.judge for v in verdicts if v.judge)
+        self.generations_rule_correct += sum(row["correctness_math_verify"])
+        self.judge_verdicts.update(j for j in row["judge_verdicts"] or [] if j)
         self.generations_correct += row["correctness_count"]
         self.problems_with_correct += row["correctness_count"] > 0
         self.generations_complete += sum(row["is_reasoning_complete"])
         self.prompt_tokens += row["prompt_tokens"] or 0
         self.completion_tokens += sum(t or 0 for t in row["completion_tokens"])
-        self.verify_status.update(v.status for v in verdicts)
+        self.verify_status.update(row["verify_status"])
         if row["error"]:
             self.request_errors += 1
         latency = row["generation_time_s"] or 0.0

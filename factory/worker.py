@@ -128,7 +128,7 @@ class ProblemWorker:
                                              [c.finish_reason for c in comps])
         row = build_row(problem, msgs[-1]["content"], result, verdicts, self.engine.model_name,
                         self.job.output.messages_seed, self.cascade.judge_model, self.job.engine.seed)
-        stats.record(row, verdicts)
+        stats.record(row)
         return row
 
 

@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import FACTORY, ROOT, wait_for, SAMPLE_PROBLEMS
 from factory.engines.managed import free_port
 from factory.metrics import RunStats, StatsCollector
-from factory.verify.cascade import GenVerdict
 from test_run_fake import fake_job
 
 
@@ -25,16 +24,19 @@ def samples(text: str) -> dict:
     return out
 
 
-def row(correct, latency, tokens=(10, 20)):
+def row(correct, latency, tokens=(10, 20), rules=None, status=("ok", "ok"), judge=None):
+    """A stored row as RunStats reads it: `rules` what Math-Verify said, `judge` the judge's verdicts."""
     return {"generations": ["a", "b"], "correctness_count": sum(correct), "is_reasoning_complete": [True, False],
-            "prompt_tokens": 7, "completion_tokens": list(tokens), "error": None, "generation_time_s": latency}
+            "prompt_tokens": 7, "completion_tokens": list(tokens), "error": None, "generation_time_s": latency,
+            "correctness_math_verify": list(rules if rules is not None else correct), "verify_status": list(status),
+            "judge_verdicts": judge}
 
 
 def test_collector_reports_runstats_exactly():
     st = RunStats()
-    st.record(row([True, False], 0.7), [GenVerdict("1", "ok", True), GenVerdict("2", "ok", False, judge="incorrect")])
+    st.record(row([True, False], 0.7, judge=[None, "incorrect"]))
     other = RunStats()  # as shipped from a Ray replica
-    other.record(row([False, False], 42.0), [GenVerdict(None, "no_answer", False)] * 2)
+    other.record(row([False, False], 42.0, status=("no_answer", "no_answer")))
     st.merge(other.counts())
     st.problems_failed = 1
     registry = CollectorRegistry(auto_describe=False)
@@ -95,7 +97,7 @@ def test_dashboard_queries_only_exported_metrics():
     import re
 
     st = RunStats()
-    st.record(row([False, False], 1.0), [GenVerdict("1", "ok", False, judge="incorrect")] * 2)
+    st.record(row([False, False], 1.0, judge=["incorrect", "incorrect"]))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector("t", lambda: st, {"factory_problems_pending": ("", lambda: 0),
                                                      "factory_in_flight": ("", lambda: 0)}))

@@ -4,15 +4,17 @@ a circuit breaker when the engine keeps failing. Real processes throughout."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import datasets
 import pytest
 
-from conftest import FACTORY, ROOT, SAMPLE_PROBLEMS, read_uuids, run_factory, sample_rows, stored_rows, wait_for
+from conftest import FACTORY, ROOT, SAMPLE_PROBLEMS, needs_ray, read_uuids, run_factory, sample_rows, stored_rows, wait_for
 from test_run_fake import fake_job
 
 pytestmark = pytest.mark.reliability
@@ -329,3 +331,42 @@ def test_an_engine_outage_mid_run_loses_nothing_and_stores_no_error(tmp_path, fa
     got = stored_rows(out, ["generations", "correct", "error"])
     assert len(read_uuids(out)) == len(got) == SAMPLE_PROBLEMS
     assert got == stored_rows(ref, ["generations", "correct", "error"]) and {r["error"] for r in got.values()} == {None}
+
+
+@needs_ray
+def test_a_replica_killed_mid_chunk_loses_only_its_unflushed_problems(tmp_path, fake_server):
+    """One replica, one chunk at a time, a part shard every 3 problems: the
+    replica is SIGKILLed once its first chunk has 2 parts on disk. The driver
+    keeps those parts and re-sends only the rest, so the requests spent twice
+    are at most the unflushed problems plus those in flight."""
+    from test_scale import ray_job
+
+    ref = tmp_path / "ref"
+    run_factory("run", fake_job(tmp_path, fake_server(), ref), check=True)
+    url = fake_server(0.3)
+    out = tmp_path / "out"
+    flush, concurrency = 3, 2
+    job = ray_job(tmp_path, url, out, replicas=1, inflight_chunks=1, chunk_size=25, flush_problems=flush)
+    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if m := re.search(r"replica 0 ready on .*?\(pid (\d+)", line):
+            pid = int(m.group(1))
+            break
+    wait_for(lambda: (out / "data" / "train-00000-p001.parquet").exists(), 120, "two parts of the first chunk")
+    os.kill(pid, signal.SIGKILL)
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=300) == 0, "".join(lines)
+    log = " ".join("".join(lines).split())
+    kept = int(re.search(r"kept (\d+) finished problem\(s\) of chunk train-00000", log).group(1))
+    assert kept >= 2 * flush and f"{25 - kept} sent again" in log
+    requests = json.loads(urllib.request.urlopen(f"{url}/stats", timeout=5).read())["requests"]
+    lost = requests - SAMPLE_PROBLEMS  # problems generated twice: finished but not yet in a part, or in flight
+    assert 0 <= lost <= (flush - 1) + concurrency, f"{lost} requests re-sent"
+    assert stored_rows(out, ["generations", "correct"]) == stored_rows(ref, ["generations", "correct"])
+    uuids = read_uuids(out)
+    assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
+    assert json.loads((out / "metrics.json").read_text())["stats"]["problems_done"] == SAMPLE_PROBLEMS
+    assert run_factory("status", out, "--check").returncode == 0

@@ -17,7 +17,7 @@ import pytest
 from conftest import FACTORY, ROOT, needs_ray, ray_head, read_uuids, run_factory, wait_for, SAMPLE_PROBLEMS
 from factory.config import JobConfig
 from factory.pipeline import RunError
-from factory.scale import Coordinator, SeqLease, make_chunks, plan
+from factory.scale import Chunk, Coordinator, SeqLease, make_chunks, plan
 from factory.bench.sim_cluster import SimBackend
 from test_run_fake import fake_job
 
@@ -84,6 +84,37 @@ def test_restart_budget_and_chunk_attempts_are_bounded():
 
     with pytest.raises(RunError, match=r"chunk train-00000.parquet \(first problem p0\) failed 2 times.*illegal memory"):
         coordinate(AlwaysDies(), replicas=2, total=4, size=4, max_attempts=2)
+
+
+def test_a_failed_chunk_keeps_its_finished_part_and_resends_the_rest():
+    """Each attempt finishes half the chunk before the replica dies: the rest
+    goes out under a new shard number, and attempts that made progress do
+    not count towards scale.max_chunk_attempts."""
+    kept: dict[int, list[str]] = {}
+
+    class DiesHalfway(SimBackend):
+        async def process(self, rep, chunk):
+            if len(chunk.problems) == 1:
+                return await super().process(rep, chunk)
+            kept[chunk.seq] = [p["uuid"] for p in chunk.problems[: len(chunk.problems) // 2]]
+            raise RuntimeError("ActorDiedError: the replica died")
+
+    seq = itertools.count()
+    results, sent = [], []
+
+    def on_failure(chunk):
+        results.append((chunk.seq, kept.pop(chunk.seq)))
+        left = [p for p in chunk.problems if p["uuid"] not in results[-1][1]]
+        sent.append(len(left))
+        return Chunk(next(seq), left, chunk.attempts, chunk.errors)
+
+    coord = Coordinator(DiesHalfway(rate=400), 2, make_chunks(problems(16), 8, lambda: next(seq)),
+                        lambda chunk, summary: results.append((chunk.seq, summary["uuids"])), 1,
+                        max_restarts=20, max_attempts=2, on_failure=on_failure)
+    asyncio.run(coord.run())
+    assert stored(results) == sorted(f"p{i}" for i in range(16)), "a problem was lost or stored twice"
+    assert sorted(sent) == [1, 1, 2, 2, 4, 4]  # each resend carried only the unfinished half
+    assert len({s for s, _ in results}) == len(results) and coord.resent == 6
 
 
 def job_with(**scale):

@@ -9,6 +9,7 @@ from factory.driver import Driver, Run
 from factory.scale.cluster import RayBackend, connect, plan
 from factory.scale.replica import VerifierActor
 from factory.scale.scheduler import Chunk, Coordinator, SeqLease, chunk_size_for, make_chunks
+from factory.store.shards import chunk_files
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,13 @@ class RayDriver(Driver):
                 run.stats.merge(summary["stats"])
                 run.progress()
 
+            def on_failure(chunk: Chunk) -> Chunk | None:
+                return keep_finished(run, chunk, lease)
+
             coord = self._coord = Coordinator(RayBackend(job, p, verifiers), p.replicas, chunks,
                                               on_chunk, sc.inflight_chunks, sc.max_replica_restarts,
-                                              sc.max_chunk_attempts, on_first_ready=run.stats.start_clock)
+                                              sc.max_chunk_attempts, on_first_ready=run.stats.start_clock,
+                                              on_failure=on_failure)
             await coord.run()
         finally:
             if coord is not None:
@@ -61,3 +66,25 @@ class RayDriver(Driver):
             if owned:
                 ray.shutdown()
         run.recover_store()  # a worker of an earlier driver may have stored rows late: drop repeats
+
+
+def keep_finished(run: Run, chunk: Chunk, lease: SeqLease) -> Chunk | None:
+    """A replica failed with `chunk` in hand: commit the part shards it had
+    written, count their rows, and return a chunk of the problems still
+    to do (None if none). The rest goes out under a new shard number, so
+    it cannot collide with a part the dead replica was still writing."""
+    kept = 0
+    for path in chunk_files(run.out / "data", chunk.shard):
+        table = run.store.adopt(path)
+        if table is not None:
+            for row in table.to_pylist():
+                run.stats.record(row)
+            kept += table.num_rows
+    left = [p for p in chunk.problems if p["uuid"] not in run.store.done]
+    if kept:
+        log.info(f"kept {kept} finished problem(s) of chunk {chunk.shard} from the failed replica; "
+                 f"{len(left)} sent again")
+        run.progress()
+    if not left:
+        return None
+    return Chunk(lease(), left, chunk.attempts, chunk.errors)

@@ -9,12 +9,13 @@ import itertools
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from factory.config import JobConfig, VerifyConfig
 from factory.logs import log_to_stdout
 from factory.metrics import RunStats
-from factory.store.shards import write_shard
+from factory.store.shards import part_name, write_shard
 from factory.verify.pool import RuleVerifier, check_generation
 from factory.worker import open_worker
 
@@ -98,17 +99,45 @@ class EngineReplica:
         log.info(f"vLLM CPU threads bound to cores {eng.env['VLLM_CPU_OMP_THREADS_BIND']}")
 
     async def process_chunk(self, shard: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
+        """Generate, verify and write one chunk as `data/<shard>`.
+
+        Finished problems go to disk as part shards every
+        `scale.flush_problems` problems or `scale.flush_interval_s`, so if
+        this replica dies the driver adopts them and re-sends only the rest.
+        At the end the parts are folded into the one shard of the chunk.
+        """
+        sc, data = self.job.scale, self.out / "data"
+        data.mkdir(parents=True, exist_ok=True)
         stats = RunStats()
 
         async def one(problem):
             async with self.sem:
                 return await self.worker.process(problem, stats)
 
-        rows = [r for r in await asyncio.gather(*(one(p) for p in problems)) if r is not None]
+        rows: list[dict[str, Any]] = []
+        parts: list[str] = []
+        unflushed, last = 0, time.monotonic()
+        tasks = [asyncio.ensure_future(one(p)) for p in problems]
+        try:
+            for done in asyncio.as_completed(tasks):
+                row = await done
+                if row is None:
+                    continue
+                rows.append(row)
+                unflushed += 1
+                if unflushed >= sc.flush_problems or time.monotonic() - last >= sc.flush_interval_s:
+                    parts.append(part_name(shard, len(parts)))
+                    await asyncio.to_thread(write_shard, data, parts[-1], rows[-unflushed:])
+                    unflushed, last = 0, time.monotonic()
+        finally:  # the engine failing: stop the rest, the parts stay for the driver
+            for t in tasks:
+                t.cancel()
         if rows:
-            data = self.out / "data"
-            data.mkdir(parents=True, exist_ok=True)
+            order = {p["uuid"]: i for i, p in enumerate(problems)}
+            rows.sort(key=lambda r: order[r["uuid"]])  # the chunk's order, however they finished
             await asyncio.to_thread(write_shard, data, shard, rows)
+        for part in parts:  # the shard holds them all now; a part left by a crash here is dropped as a repeat
+            (data / part).unlink(missing_ok=True)
         return {"file": f"data/{shard}" if rows else None, "uuids": [r["uuid"] for r in rows],
                 "stats": stats.counts(), "replica": self.index, "node": self.node}
 

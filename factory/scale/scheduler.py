@@ -75,7 +75,8 @@ class Coordinator:
     def __init__(self, backend: ReplicaBackend, replicas: int, chunks: Iterator[Chunk],
                  on_result: Callable[[Chunk, dict[str, Any]], None], inflight: int = 2,
                  max_restarts: int = 8, max_attempts: int = 3,
-                 on_first_ready: Callable[[], None] = lambda: None):
+                 on_first_ready: Callable[[], None] = lambda: None,
+                 on_failure: Callable[[Chunk], Chunk | None] = lambda chunk: chunk):
         self.backend = backend
         self.slots = [_Slot(i) for i in range(replicas)]
         self.chunks = chunks
@@ -84,6 +85,7 @@ class Coordinator:
         self.max_restarts = max_restarts
         self.max_attempts = max_attempts
         self.on_first_ready = on_first_ready
+        self.on_failure = on_failure  # what of a failed chunk is left to send (None: nothing)
         self.restarts = 0
         self.resent = 0
         self._retry: deque[Chunk] = deque()
@@ -169,14 +171,16 @@ class Coordinator:
         if exc is None:
             self.on_result(chunk, task.result())
             return
-        chunk.attempts += 1
         chunk.errors.append(describe(exc)[:500])
-        if chunk.attempts >= self.max_attempts:
-            first = chunk.problems[0].get("uuid") if chunk.problems else "?"
-            raise RunError(f"chunk {chunk.shard} (first problem {first}) failed {chunk.attempts} times "
-                           f"(scale.max_chunk_attempts); last error: {chunk.errors[-1]}")
-        self.resent += 1
-        self._retry.appendleft(chunk)
+        left = self.on_failure(chunk)  # the driver keeps what the replica finished before it failed
+        if left is not None:
+            left.attempts = chunk.attempts + 1 if len(left.problems) == len(chunk.problems) else 1
+            if left.attempts >= self.max_attempts:  # failed each time without finishing one problem
+                first = left.problems[0].get("uuid") if left.problems else "?"
+                raise RunError(f"chunk {left.shard} (first problem {first}) failed {left.attempts} times "
+                               f"(scale.max_chunk_attempts); last error: {chunk.errors[-1]}")
+            self.resent += 1
+            self._retry.appendleft(left)
         if epoch == slot.epoch:
             await self._replace(slot, exc, starting=False)
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from factory.store.schema import SCHEMA
 
-SHARD_RE = re.compile(r"^train-(\d{5,})\.parquet$")
+SHARD_RE = re.compile(r"^train-(\d{5,})(?:-p\d+)?\.parquet$")
 
 
 def shard_paths(folder: Path) -> list[Path]:
@@ -52,6 +52,18 @@ def write_table_atomic(table: pa.Table, path: Path, compression_level: int = 3) 
 
 def shard_name(seq: int) -> str:
     return f"train-{seq:05d}.parquet"
+
+
+def part_name(shard: str, k: int) -> str:
+    """Part `k` of a Ray chunk's shard, written while the chunk is in
+    progress so that a replica dying mid-chunk loses only what came after."""
+    return shard.replace(".parquet", f"-p{k:03d}.parquet")
+
+
+def chunk_files(data_dir: Path, shard: str) -> list[Path]:
+    """The parts of `shard` on disk, then the shard itself if written."""
+    return sorted(data_dir.glob(shard.replace(".parquet", "-p*.parquet"))) + [
+        p for p in [data_dir / shard] if p.exists()]
 
 
 def write_shard(data_dir: Path, name: str, rows: list[dict[str, Any]]) -> None:
@@ -142,28 +154,32 @@ class ShardStore:
                 self.done.update(e["uuids"])
         known = self.manifest.files()
         for shard in shard_paths(self.data_dir):
-            rel = f"data/{shard.name}"
-            if rel in known:
-                continue
-            try:
-                table = pq.read_table(shard)
-            except Exception:  # noqa: BLE001 - a torn foreign file: status --check names it
-                continue
-            uuids = table.column("uuid").to_pylist()
-            keep = [i for i, u in enumerate(uuids) if u not in self.done]
-            if len(keep) < len(uuids):
-                self.dropped += len(uuids) - len(keep)
-                if not keep:
-                    shard.unlink()
-                    continue
-                table = table.take(keep)
-                write_table_atomic(table, shard)
-                uuids = [uuids[i] for i in keep]
-            self.commit(rel, uuids, adopted=True)
-            self.adopted += 1
+            if f"data/{shard.name}" not in known and self.adopt(shard) is not None:
+                self.adopted += 1
         seqs = [int(m.group(1)) for e in self.manifest.entries if (m := SHARD_RE.match(Path(e["file"]).name))]
         self._next_seq = max(seqs, default=-1) + 1
         return set(self.done)
+
+    def adopt(self, shard: Path, **extra: Any) -> pa.Table | None:
+        """Commit a readable shard in `data/` the manifest does not list, less
+        the rows already stored (a file with nothing new is deleted); the
+        rows it added, or None for a torn or redundant file."""
+        try:
+            table = pq.read_table(shard)
+        except Exception:  # noqa: BLE001 - a torn foreign file: status --check names it
+            return None
+        uuids = table.column("uuid").to_pylist()
+        keep = [i for i, u in enumerate(uuids) if u not in self.done]
+        if len(keep) < len(uuids):
+            self.dropped += len(uuids) - len(keep)
+            if not keep:
+                shard.unlink()
+                return None
+            table = table.take(keep)
+            write_table_atomic(table, shard)
+            uuids = [uuids[i] for i in keep]
+        self.commit(f"data/{shard.name}", uuids, adopted=True, **extra)
+        return table
 
     def commit(self, rel: str, uuids: list[str], **extra: Any) -> None:
         """List a shard already written in place (by us or a Ray worker);
