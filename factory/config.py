@@ -144,7 +144,7 @@ class EngineConfig(_Strict):
     data_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
     enforce_eager: bool = Field(default=True, description="skip graph capture/compilation: faster start, the CPU default")
-    max_restarts: int = Field(default=3, ge=0, description="restarts of a managed server that dies or hangs mid-run")
+    max_restarts: int = Field(default=3, ge=0, description="restarts of a managed server that dies or hangs mid-run, or rebuilds of an in-process engine that dies")
     hang_timeout_s: float = Field(default=120.0, gt=0, description="a managed server failing its health check this long is restarted")
     health_interval_s: float = Field(default=10.0, gt=0, description="how often the watchdog checks a managed server")
     preflight: bool = Field(default=True, description="backend openai: check URL, key and model at /v1/models before the run")

@@ -2,6 +2,7 @@
 folder, hostile text that never stops a run, preflight of the endpoint, and
 a circuit breaker when the engine keeps failing. Real processes throughout."""
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import datasets
 import pytest
 
 from conftest import FACTORY, ROOT, SAMPLE_PROBLEMS, needs_ray, read_uuids, run_factory, sample_rows, stored_rows, wait_for
+from factory.engines.base import Completion, Engine, GenerationResult
 from test_run_fake import fake_job
 
 pytestmark = pytest.mark.reliability
@@ -145,8 +147,6 @@ def test_a_failing_endpoint_trips_the_breaker_and_stores_no_error_rows(tmp_path,
 def test_endpoint_setting_errors_are_transient_and_bad_requests_are_final(fake_server, monkeypatch, status):
     """401/403/404 say the endpoint is set wrong (the problem is left for a
     re-run); a 400 says this request is bad (stored with its reason)."""
-    import asyncio
-
     from factory.config import EngineConfig, SamplingConfig
     from factory.engines.openai_http import OpenAIEngine
 
@@ -166,7 +166,6 @@ def test_endpoint_setting_errors_are_transient_and_bad_requests_are_final(fake_s
 
 
 def test_hostile_text_from_an_engine_is_replaced_counted_and_stored(tmp_path):
-    import asyncio
 
     import pyarrow.parquet as pq
 
@@ -202,7 +201,6 @@ def test_hostile_text_from_an_engine_is_replaced_counted_and_stored(tmp_path):
 def test_a_dead_offline_engine_leaves_its_problems_for_a_re_run():
     """vLLM's EngineDeadError fails every queued request as transient (not
     stored, counted by the breaker); any other exception is the request's own."""
-    import asyncio
 
     from factory.config import EngineConfig, SamplingConfig
     from factory.engines.vllm_offline import VLLMOfflineEngine, _Request
@@ -274,7 +272,6 @@ def test_a_hung_managed_server_is_restarted_and_its_requests_re_sent(tmp_path, m
     """A server that stays alive but stops answering (here after 8 requests)
     fails its health check; the watchdog restarts it, and what was in flight
     on it is re-sent: every request gets its answer."""
-    import asyncio
     import sys
 
     from factory.config import EngineConfig, SamplingConfig
@@ -370,3 +367,72 @@ def test_a_replica_killed_mid_chunk_loses_only_its_unflushed_problems(tmp_path, 
     assert len(uuids) == len(set(uuids)) == SAMPLE_PROBLEMS
     assert json.loads((out / "metrics.json").read_text())["stats"]["problems_done"] == SAMPLE_PROBLEMS
     assert run_factory("status", out, "--check").returncode == 0
+
+
+class DyingEngine(Engine):
+    """An in-process engine whose k-th instance dies after `lives[k]`
+    requests and then fails everything as vLLM's EngineDeadError does."""
+
+    in_process = True
+    lives: list[int] = []
+    built: list["DyingEngine"] = []
+
+    def __init__(self, cfg, sampling):
+        super().__init__(cfg, sampling)
+        k = len(DyingEngine.built)
+        self.left = DyingEngine.lives[k] if k < len(DyingEngine.lives) else 10**9
+        self.stopped = False
+        DyingEngine.built.append(self)
+
+    async def generate(self, messages, sampling=None):
+        await asyncio.sleep(0.01)
+        if self.left <= 0:
+            return GenerationResult(error="EngineDeadError: EngineCore died", transient=True, dead=True)
+        self.left -= 1
+        n = (sampling or self.sampling).n
+        return GenerationResult([Completion("<think>\nok\n</think>\n\\boxed{1}", "stop", 5)] * n, prompt_tokens=3)
+
+    async def stop(self):
+        self.stopped = True
+
+
+def dying_job(tmp_path, out, lives, max_restarts):
+    from factory.config import load_job
+
+    DyingEngine.lives, DyingEngine.built = lives, []
+    job = fake_job(tmp_path, "http://unused", out, engine={"backend": "vllm-offline", "max_restarts": max_restarts})
+    return load_job(job)
+
+
+def test_a_dead_in_process_engine_is_rebuilt_and_its_requests_re_sent(tmp_path, monkeypatch):
+    """The engine dies after 7 requests with 4 in flight: it is built again
+    once, every failed request is sent again, and the run stores all 50
+    problems with no error, as if nothing had happened."""
+    from factory import engines
+    from factory.pipeline import run_job
+
+    monkeypatch.setitem(engines.BACKENDS, "vllm-offline", DyingEngine)
+    out = tmp_path / "out"
+    result = run_job(dying_job(tmp_path, out, [7], max_restarts=2))
+    assert len(DyingEngine.built) == 2 and DyingEngine.built[0].stopped
+    got = stored_rows(out, ["generations", "error"])
+    assert len(got) == len(read_uuids(out)) == SAMPLE_PROBLEMS and {r["error"] for r in got.values()} == {None}
+    assert result.stats.problems_failed == 0
+
+
+def test_an_engine_that_keeps_dying_stops_the_run_resumably(tmp_path, monkeypatch):
+    """Past engine.max_restarts rebuilds the run stops with one line (exit 1
+    from the CLI); what finished is stored, and the same job resumes."""
+    from factory import engines
+    from factory.engines.base import EngineDeadError
+    from factory.pipeline import run_job
+
+    monkeypatch.setitem(engines.BACKENDS, "vllm-offline", DyingEngine)
+    out = tmp_path / "out"
+    with pytest.raises(EngineDeadError, match=r"the vllm-offline engine died 2 times \(engine.max_restarts: 1\); "
+                                              r"last error: EngineDeadError: EngineCore died"):
+        run_job(dying_job(tmp_path, out, [10, 5], max_restarts=1))
+    partial = stored_rows(out, ["error"])
+    assert 10 <= len(partial) <= 15 and {r["error"] for r in partial.values()} == {None}  # nothing stored as an error
+    run_job(dying_job(tmp_path, out, [], max_restarts=1))
+    assert len(read_uuids(out)) == len(set(read_uuids(out))) == SAMPLE_PROBLEMS

@@ -11,6 +11,7 @@ from factory.engines.base import Completion, Engine, GenerationResult
 from factory.engines.budget import BudgetForcingEngine
 from factory.engines.managed import ManagedServerEngine
 from factory.engines.openai_http import OpenAIEngine
+from factory.engines.rebuild import RebuildingEngine
 from factory.engines.sglang import SGLangOfflineEngine, SGLangServerEngine
 from factory.engines.vllm_offline import VLLMOfflineEngine
 from factory.engines.vllm_server import VLLMServerEngine
@@ -32,7 +33,12 @@ def build_engine(cfg: EngineConfig, sampling: SamplingConfig, run_dir: Path | No
     if cls is None:
         raise ValueError(f"engine.backend: unknown backend {cfg.backend!r}")
     # managed servers keep their pid file and log in the run folder
-    engine = cls(cfg, sampling, run_dir=run_dir) if issubclass(cls, ManagedServerEngine) else cls(cfg, sampling)
+    if issubclass(cls, ManagedServerEngine):
+        engine: Engine = cls(cfg, sampling, run_dir=run_dir)
+    elif cls.in_process:  # one that dies is built again (a managed server restarts itself)
+        engine = RebuildingEngine(lambda: cls(cfg, sampling))
+    else:
+        engine = cls(cfg, sampling)
     if sampling.budget_forcing is not None:
         engine = BudgetForcingEngine(engine, sampling.budget_forcing)
     return engine

@@ -28,6 +28,7 @@ class GenerationResult:
     # out): the problem is not stored and a re-run generates it again.
     transient: bool = False
     latency_s: float = 0.0
+    dead: bool = False  # an in-process engine died under it: rebuilt and sent again (engines/rebuild.py)
 
 
 # what an in-process engine raises once it is gone (vLLM's EngineDeadError): no request is at fault
@@ -39,11 +40,21 @@ def failed_request(exc: BaseException) -> GenerationResult:
     dying is transient (the problem is left for a re-run, the breaker counts
     it); anything else is this request's own error, stored on its row."""
     dead = type(exc).__name__ in _DEAD or isinstance(exc, (ConnectionError, EOFError, BrokenPipeError))
-    return GenerationResult(error=f"{type(exc).__name__}: {str(exc)[:300]}", transient=dead)
+    return GenerationResult(error=f"{type(exc).__name__}: {str(exc)[:300]}", transient=dead, dead=dead)
+
+
+class EngineStartError(RuntimeError):
+    pass
+
+
+class EngineDeadError(EngineStartError):
+    """The engine kept dying: more restarts than engine.max_restarts."""
 
 
 class Engine(ABC):
     """Start once, generate many, stop always (use `async with`)."""
+
+    in_process = False  # an engine library in this process (vllm.LLM, sglang.Engine): rebuilt when it dies
 
     def __init__(self, cfg: EngineConfig, sampling: SamplingConfig):
         self.cfg = cfg

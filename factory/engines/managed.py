@@ -24,18 +24,13 @@ from pathlib import Path
 import aiohttp
 
 from factory.config import EngineConfig, SamplingConfig
+from factory.engines.base import EngineDeadError, EngineStartError
 from factory.engines.openai_http import OpenAIEngine, RetryableError
 from factory.models import ensure_model
 
 log = logging.getLogger(__name__)
 
-
-class EngineStartError(RuntimeError):
-    pass
-
-
-class EngineDeadError(EngineStartError):
-    """The server kept dying: more restarts than engine.max_restarts."""
+__all__ = ["EngineDeadError", "EngineStartError", "ManagedServerEngine", "free_port"]
 
 
 def free_port() -> int:

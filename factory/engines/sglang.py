@@ -62,6 +62,8 @@ class SGLangServerEngine(ManagedServerEngine):
 class SGLangOfflineEngine(Engine):
     """`sglang.Engine` in this process; the chat template is applied here."""
 
+    in_process = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.engine = None

@@ -28,6 +28,8 @@ class _Request:
 
 
 class VLLMOfflineEngine(Engine):
+    in_process = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.llm = None
