@@ -166,11 +166,11 @@ def test_judge_sees_only_rule_rejects(tmp_path, fake_server):
     assert True in verdicts and False in verdicts and None in verdicts
 
 
-# `blind6.jsonl` as first scored, never tuned on since: 97.5% (195 of 200),
-# 1 false positive, 2 cases lost to raw Math-Verify (the false positive is
-# one of them). Its misses are left unread so that it keeps measuring; a fix
-# must not make it worse.
-HELD_OUT = {"accuracy": 0.975, "fp": 1, "lost": 2}
+# The last labelled set at its first score, before any rule was changed for
+# it. `blind7.jsonl` first scored 99.0% (198 of 200), no false positive, 1
+# case lost to raw Math-Verify; its two misses were then fixed as kinds, so it
+# is now tuned on like the rest until the next blind set takes its place.
+HELD_OUT = {"accuracy": 0.99, "fp": 0, "lost": 1}
 
 
 def test_cascade_is_a_superset_of_raw_math_verify_on_every_labelled_set():

@@ -141,6 +141,25 @@ CORRECT = [
     # a time of day inside \text{} against the 24-hour clock
     ("clock_text", "\\text{9:15 AM}", T + "The train arrives at 09:15."),
     ("clock_text", "\\text{11:40 PM}", T + "It ends at $\\boxed{23:40}$."),
+    # a clock time without AM/PM against one with it: the bare one does not say which half
+    ("clock_half", "4:10", T + "The bus leaves at 4:10 PM.\n\n**Answer:** 4:10 PM"),
+    ("clock_half", "\\text{7:05 AM}", T + "So the alarm rings at 7:05."),
+    # set operations and relations typed in unicode, outside LaTeX
+    ("unicode_sets", "\\{2,6\\}", T + "The common elements are 2 and 6.\n\nP ∩ Q = {2, 6}"),
+    ("unicode_sets", "\\emptyset", T + "No element is in both.\n\nC ∩ D = ∅"),
+    ("unicode_sets", "\\{a,b,c\\}", T + "X ∪ Y = {a, b, c}"),
+    ("plain_inequality", "[-3,4]", T + "Both conditions hold for -3 ≤ t ≤ 4."),
+    ("plain_inequality", "(7,\\infty)", T + "Therefore the values are y > 7"),
+    # a gold that lists values, against a last line that names each
+    ("labelled_values", "(-1,4), 3", T + "So the center is $(-1,4)$ and the radius is $3$."),
+    ("labelled_values", "2, 8", T + "Minimum $2$, maximum $8$."),
+    # a word answer inside the sentence after a final-answer phrase
+    ("word_in_sentence", "\\text{obtuse}", T + "**Final Answer:** The triangle is obtuse.",
+     "Is the triangle with sides 4, 5, 8 acute, right or obtuse?"),
+    # a percentage in words
+    ("word_percent", "15\\%", T + "The price is $1.15$ times the old one, so it rose by fifteen percent."),
+    # an angle assigned to a Greek letter typed in unicode, against radians
+    ("greek_degrees", "\\frac{\\pi}{3}", T + "So the angle is\n\nα = 60°", "Find the angle (radians or degrees)."),
 ]
 
 WRONG = [
@@ -214,6 +233,23 @@ WRONG = [
     ("set_builder", "(-\\infty, 3)", T + "The solution set is $\\{x \\mid x \\le 3\\}$."),
     ("pm_member", "2\\pm 5", T + "So $x \\in \\{7, 3\\}$."),
     ("clock_text", "\\text{4:30 PM}", T + "The movie ends at 04:30."),
+    ("clock_half", "4:10", T + "**Answer:** 5:10 PM"),
+    ("clock_half", "\\text{7:05 AM}", T + "So the alarm rings at 7:05 PM."),
+    ("clock_half", "\\text{7:05 PM}", T + "So the alarm rings at 07:05."),
+    ("unicode_sets", "\\{2,6\\}", T + "P ∩ Q = {2, 7}"),
+    ("unicode_sets", "\\emptyset", T + "C ∩ D = {4}"),
+    ("unicode_sets", "\\{a,b,c\\}", T + "X ∩ Y = {a, b}"),
+    ("plain_inequality", "[-3,4]", T + "Both conditions hold for -3 < t ≤ 4."),
+    ("plain_inequality", "(7,\\infty)", T + "Therefore the values are y ≥ 7"),
+    ("plain_inequality", "(7,\\infty)", T + "Therefore the values are y < 7"),
+    ("labelled_values", "(-1,4), 3", T + "So the center is $(-1,4)$ and the radius is $9$."),
+    ("labelled_values", "(-1,4), 3", T + "So the center is $(1,-4)$, radius $3$."),
+    ("word_in_sentence", "\\text{obtuse}", T + "**Final Answer:** The triangle is not obtuse; it is acute.",
+     "Is the triangle with sides 4, 5, 6 acute, right or obtuse?"),
+    # `No` opening a noun phrase is not the answer No
+    ("leading_no", "\\text{No}", T + "No divisor below 12 works, so yes, 143 is prime."),
+    ("word_percent", "15\\%", T + "The price is $1.15$ times the old one, so it rose by fifty percent."),
+    ("greek_degrees", "\\frac{\\pi}{3}", T + "So the angle is\n\nα = 30°", "Find the angle (radians or degrees)."),
 ]
 
 

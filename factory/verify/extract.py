@@ -203,8 +203,14 @@ _LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or)?|and|or|et|ou|y|o|und|oder|e|и|�
 _UNICODE_MATH = [(re.compile(r"(?:√|(?<![\\a-zA-Z])sqrt)\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)"), r"\\sqrt{\1}"), (re.compile(r"√\s*(\d+|[a-zA-Z])"), r"\\sqrt{\1}"),
                  (re.compile("[²]"), "^{2}"), (re.compile("[³]"), "^{3}"), (re.compile("[−–]"), "-"),
                  (re.compile("×"), "\\\\times "), (re.compile("·"), "\\\\cdot "), (re.compile("÷"), "\\\\div "),
+                 (re.compile("∩"), "\\\\cap "), (re.compile("∪"), "\\\\cup "), (re.compile("∖"), "\\\\setminus "),
+                 (re.compile("∅"), "\\\\emptyset "), (re.compile("≠"), "\\\\neq "),
+                 (re.compile("([θαβγφω])"), lambda m: _GREEK[m.group(1)] + " "),
                  (re.compile("π"), "\\\\pi "), (re.compile("∞"), "\\\\infty "), (re.compile(r"\+/-|±"), r"\\pm "),
                  (re.compile("(\\d*)([½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅐⅛⅜⅝⅞⅑⅒])"), lambda m: _vulgar(m.group(1), m.group(2)))]
+
+
+_GREEK = {"θ": "\\theta", "α": "\\alpha", "β": "\\beta", "γ": "\\gamma", "φ": "\\varphi", "ω": "\\omega"}
 
 
 def _vulgar(whole: str, char: str) -> str:
@@ -258,6 +264,13 @@ def _last_line(region: str) -> tuple[str, list, list] | str | None:
     return None
 
 
+_REL = r"\s*(?:≤|≥|<=|>=|<|>)\s*"
+_PLAIN_NUM = r"[-+]?\d+(?:\.\d+)?(?:/\d+)?"
+_WORD_PERCENT = re.compile(rf"\b((?:{_NUM_W})(?:[- ](?:and[- ])?(?:{_NUM_W}))*)\s+per\s?cent\b", re.I)  # `by four percent`
+# an inequality typed outside LaTeX: `x ≥ 2`, `-1 < x < 5`
+_PLAIN_INEQ = re.compile(rf"(?:(?<![\w.]){_PLAIN_NUM}{_REL})?(?<![A-Za-z\\])[a-z](?![A-Za-z]){_REL}{_PLAIN_NUM}(?!\d|\.\d)")
+
+
 def answer_tokens(text: str) -> tuple[list, list]:
     """(math spans, all answer-like tokens in order) of `text` (unicode math already
     rewritten), each as (start, content, length in the text)."""
@@ -265,8 +278,12 @@ def answer_tokens(text: str) -> tuple[list, list]:
              for m in _MATH_SPAN.finditer(text)]
     spans = [t for t in spans if t[1]]
     plain = _MATH_SPAN.sub(lambda m: " " * len(m.group(0)), text)  # positions kept
-    numbers = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _NUMBER.finditer(plain)]
-    return spans, sorted(spans + numbers)
+    ineqs = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _PLAIN_INEQ.finditer(plain)]
+    ineqs += [(m.start(), f"{value}\\%", len(m.group(0))) for m in _WORD_PERCENT.finditer(plain)
+              if (value := word_number(m.group(1))) is not None]
+    numbers = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _NUMBER.finditer(plain)
+               if not any(i <= m.start() < i + n for i, _, n in ineqs)]  # `2 ≤ x ≤ 5` is one answer, not 2 and 5
+    return spans, sorted(spans + ineqs + numbers)
 
 
 def _says_where(line: str, tokens: list) -> bool:
@@ -277,6 +294,15 @@ def where_clause(region: str) -> bool:
     """`is $-5$, attained at $x=-2$`: the last line ends by saying where, not what."""
     found = _last_line(region)
     return isinstance(found, tuple) and _says_where(found[0], found[2])
+
+
+def line_values(region: str) -> str | None:
+    """`Center $(2,-3)$, radius $5$.` -> `(2,-3), 5`: every value on the last
+    line that has several, for a gold that is itself a list of values."""
+    found = _last_line(region)
+    if not isinstance(found, tuple) or len(found[2]) < 2:
+        return None
+    return ", ".join(t[1] for t in found[2])
 
 
 def last_expression(region: str) -> str | None:

@@ -23,7 +23,7 @@ import yaml
 
 from factory import assets
 from factory.verify.extract import (all_boxed, answer_region, candidates, committed, dangling_phrase, final_phrase,
-                                    paragraphs, unicode_math, where_clause, word_number)
+                                    line_values, paragraphs, unicode_math, where_clause, word_number)
 from factory.verify.question import asked_readings, asked_unit
 
 
@@ -449,6 +449,22 @@ def clock_24h(s: str) -> str:
     return f"{hour:02d}:{m.group(2)}"
 
 
+_BARE_CLOCK = re.compile(r"^\s*([1-9]|1[0-2]):(\d{2})\s*$")  # `04:30` is a 24-hour time: not bare
+
+
+def same_clock(g: str, a: str) -> bool:
+    """Clock times, one at least with AM/PM. A side that gives none (`3:45`
+    against `3:45 PM`) is read on a 12-hour dial: it does not say which half
+    (`04:30` with its zero is a 24-hour time, so it does)."""
+    g24, a24 = clock_24h(g), clock_24h(a)
+    for bare, other in ((g, a24), (a, g24)):
+        m = _BARE_CLOCK.match(bare)
+        if m and clock_24h(bare) == bare:
+            h, mins = other.split(":")[:2] if ":" in other else ("", "")
+            return h.isdigit() and int(m.group(1)) % 12 == int(h) % 12 and m.group(2) == mins.strip()
+    return g24.lstrip("0") == a24.lstrip("0")
+
+
 def _forms(s: str) -> list[str]:
     """The ways one written answer may be read: as is, and with a decimal comma (`2,5`, `x = 2,5`)."""
     out = [s]
@@ -638,6 +654,8 @@ def _decided_by_form(g: str, a: str, problem: str | None, rules: Rules) -> bool 
     """The answers whose form decides them before any maths: text answers (and the
     words that answer a yes/no question), text phrases, numerals in a base, letter sets."""
     gt, at = text_answer(g, rules), text_answer(a, rules)
+    if gt is not None and at is None and (ae := split_equation(a)) and _ASSIGN_LHS.match(ae[0]):
+        at = text_answer(ae[1], rules)  # `A \cap B = \emptyset`: its right-hand side answers
     if gt in ("yes", "no") and (polar := polar_word(a, problem, rules)):  # `possible` for "Is it impossible?"
         return polar == gt
     if gt is not None or at is not None:
@@ -692,7 +710,7 @@ def compare(gold: str, answer: str, problem: str | None, opts: Options, rules: R
     if gu and au and gu != au:
         return _converted_equal(gv, gu, av, au, opts, rules)
     if clock_24h(gv) != gv or clock_24h(av) != av:
-        return clock_24h(gv).lstrip("0") == clock_24h(av).lstrip("0")
+        return same_clock(gv, av)
     return any(_compare_values(gf, af, opts) for gf in _forms(mixed_number(gv)) for af in _forms(mixed_number(av)))
 
 
@@ -752,7 +770,10 @@ _DEGREE_MARK = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|
 
 
 def _degrees_as_radians(s: str, other: str) -> str:
-    """`30^\\circ` against an answer in radians (`\\frac{\\pi}{6}`) -> `\\frac{30\\pi}{180}`."""
+    """`30^\\circ` against an answer in radians (`\\frac{\\pi}{6}`) -> `\\frac{30\\pi}{180}`
+    (`\\theta = 30^\\circ` too: the value is what is assigned)."""
+    if (eq := split_equation(s)) and _ASSIGN_LHS.match(eq[0]):
+        return f"{eq[0]} = {_degrees_as_radians(eq[1], other)}"
     m = _DEGREE_MARK.match(s)
     if not m or "\\pi" not in other or _DEGREE_MARK.match(other):
         return s
@@ -811,9 +832,14 @@ def _pm_matches_set(g: str, a: str, opts: Options) -> bool:
 # ------------------------------------------------- a whole generation
 
 
+# the word, then a stop or a clause (`No, ...`, `No it is not`), not a noun phrase (`No small prime divides it`)
+_LEADING_YES_NO = re.compile(r"\W*(?:the answer is\s+)?(yes|no|true|false)\b(?=\s*(?:[,.;:!()—–-]|\*|$)|\s+(?:it|this|that|they|"
+                             r"there|we|he|she|because|since|as|so|the\s+answer)\b)", re.IGNORECASE)
+
+
 def leading_text_answer(text: str, rules: Rules) -> str | None:
     """`No, it is not possible ...` -> `no`: a Yes/No that opens a sentence."""
-    m = re.match(r"\W*(?:the answer is\s+)?(yes|no|true|false)\b", text.strip(), re.IGNORECASE)
+    m = _LEADING_YES_NO.match(text.strip())
     return rules.text_answers.get(m.group(1).lower()) if m else None
 
 
@@ -830,6 +856,14 @@ def _hedged(text: str, letters: list[str]) -> bool:
 
 def _letters(text: str) -> list[str]:
     return re.findall(r"(?<![A-Za-z\\])([A-E])(?![A-Za-z])", text)
+
+
+def _lists_values(s: str) -> bool:
+    """`(2,-3), 5`: a comma outside every bracket."""
+    prev = None
+    while prev != s:
+        prev, s = s, re.sub(r"\\\{[^{}]*?\\\}|[(\[][^()\[\]]*[)\]]|\{[^{}]*\}", "", s)
+    return "," in s
 
 
 def grade(gold: str, generation: str, finish_reason: str | None, problem: str | None, opts: Options,
@@ -853,6 +887,9 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
     found = asked or found
     tries = list(found)
     g = rewrite(gold, rules)
+    if not opts.strict_format and _lists_values(g) and (values := line_values(region)) \
+            and not re.search(r"[a-zA-Z]{2,}", re.sub(r"\\[a-zA-Z]+", "", g)):  # `gcd 6, lcm 36`: names decide, not order
+        tries.append(values)
     if text_answer(g, rules) is not None and not opts.strict_format:
         leads = [c for c in tries if leading_text_answer(c, rules)]
         paras = paragraphs(region)
@@ -863,7 +900,7 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
         if outright and (asked := asked_unit(problem, rules)):  # `\\boxed{12600}` for "how many minutes" is in minutes
             unit_reads = [u for u in unit_reads if split_unit(rewrite(u, rules), rules)[1] == asked]
         tries += unit_reads + _quantities_in(found)
-        if not outright:  # the answer is only said in prose
+        if not all_boxed(region):  # said in prose, or in a sentence after `**Answer:**`
             tries += _said_in_prose(g, region, rules)
     if re.fullmatch(r"\(?[A-E]\)?", _TEXT_WRAP.sub(r"\1", g).strip()) and not opts.strict_format:
         for c in found:  # prose such as `for sure D, it can't be A or B`, not `\\mathrm{E}*2`
