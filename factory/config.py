@@ -148,6 +148,9 @@ class EngineConfig(_Strict):
     hang_timeout_s: float = Field(default=120.0, gt=0, description="a managed server failing its health check this long is restarted")
     health_interval_s: float = Field(default=10.0, gt=0, description="how often the watchdog checks a managed server")
     preflight: bool = Field(default=True, description="backend openai: check URL, key and model at /v1/models before the run")
+    retry_failed: int = Field(default=2, ge=0, description="passes, once the other problems are sent, over problems whose "
+                              "request failed after its retries; what still fails is left for the next run")
+    retry_pause_s: float = Field(default=10.0, ge=0, description="wait before each such pass (an outage may be passing)")
     breaker_consecutive: int = Field(default=50, ge=1, description="stop the run after this many failed problems in a row")
     breaker_window: int = Field(default=200, ge=10, description="problems the failure rate is taken over")
     breaker_failure_rate: float = Field(default=0.5, gt=0.0, le=1.0, description="stop when this share of the window failed")

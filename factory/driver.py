@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Protocol
 
 from factory.worker import ProblemWorker, open_worker
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from factory.config import JobConfig
     from factory.metrics import RunStats
     from factory.store.shards import ShardStore
+
+
+log = logging.getLogger(__name__)
 
 
 class RunError(RuntimeError):
@@ -60,11 +64,13 @@ class Driver(ABC):
 class LocalDriver(Driver):
     """One engine in this process, at most `engine.max_concurrency` problems
     in flight: a semaphore taken before a problem is even read, so memory
-    stays flat however large the source."""
+    stays flat however large the source. Problems whose request failed for
+    now are sent again at the end (`engine.retry_failed` passes)."""
 
     def __init__(self) -> None:
         self._in_flight = 0
         self._failure: BaseException | None = None
+        self.failed: list[dict[str, Any]] = []  # transient failures of the pass in progress
 
     def in_flight(self) -> int:
         return self._in_flight
@@ -74,6 +80,8 @@ class LocalDriver(Driver):
             worker = await open_worker(run.job, stack, run.out)
             run.start_stats()
             await self._drive(run, worker, problems)
+            async for items in retry_passes(run, self):
+                await self._drive(run, worker, iter(items))
 
     async def _process(self, run: Run, worker: ProblemWorker, problem: dict[str, Any]) -> None:
         self._in_flight += 1
@@ -83,6 +91,8 @@ class LocalDriver(Driver):
             self._in_flight -= 1
         if row is not None:
             run.store.add(row)
+        else:
+            self.failed.append(problem)
         run.progress()
 
     def _task_done(self, task: asyncio.Task, sem: asyncio.Semaphore) -> None:
@@ -106,3 +116,19 @@ class LocalDriver(Driver):
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._failure is not None:
             raise self._failure
+
+
+async def retry_passes(run: Run, holder: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    """The problems of `holder.failed` to send again, pass by pass, after
+    `engine.retry_pause_s` each; they leave the failed count while they are
+    tried (a request that fails again counts again)."""
+    e = run.job.engine
+    for n in range(1, e.retry_failed + 1):
+        items, holder.failed = holder.failed, []
+        if not items:
+            return
+        log.info(f"{len(items)} problem(s) failed for now; sending them again in {e.retry_pause_s:g} s "
+                 f"(pass {n}/{e.retry_failed}, engine.retry_failed)")
+        await asyncio.sleep(e.retry_pause_s)
+        run.stats.problems_failed -= len(items)
+        yield items

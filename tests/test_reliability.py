@@ -436,3 +436,26 @@ def test_an_engine_that_keeps_dying_stops_the_run_resumably(tmp_path, monkeypatc
     assert 10 <= len(partial) <= 15 and {r["error"] for r in partial.values()} == {None}  # nothing stored as an error
     run_job(dying_job(tmp_path, out, [], max_restarts=1))
     assert len(read_uuids(out)) == len(set(read_uuids(out))) == SAMPLE_PROBLEMS
+
+
+@pytest.mark.parametrize("scale", ["local", pytest.param("ray", marks=needs_ray)])
+def test_problems_that_failed_for_now_are_sent_again_later_in_the_run(tmp_path, fake_server, scale):
+    """40% of first requests get a 500 and no retries are allowed: those
+    problems are left out of their pass, sent again once the others are done,
+    and the one run ends with the store of a run that never failed."""
+    from test_scale import ray_job
+
+    ref = tmp_path / "ref"
+    run_factory("run", fake_job(tmp_path, fake_server(), ref), check=True)
+    url = fake_server(0.0, "--faults", "500=0.4", "--fault-limit", "1")
+    out = tmp_path / "out"
+    engine = {"max_retries": 0, "retry_pause_s": 0.2}
+    job = (ray_job(tmp_path, url, out, replicas=2, engine=engine) if scale == "ray"
+           else fake_job(tmp_path, url, out, engine=engine))
+    proc = run_factory("run", job, check=True)
+    log = " ".join((proc.stdout + proc.stderr).split())
+    assert "failed for now; sending them again" in log, log[-3000:]
+    stats = json.loads((out / "metrics.json").read_text())["stats"]
+    assert stats["problems_failed"] == 0 and stats["problems_done"] == SAMPLE_PROBLEMS
+    assert stored_rows(out, ["generations", "correct", "error"]) == stored_rows(ref, ["generations", "correct", "error"])
+    assert len(read_uuids(out)) == SAMPLE_PROBLEMS

@@ -154,8 +154,8 @@ def test_seq_lease_survives_the_driver(tmp_path):
 
 
 
-def ray_job(tmp_path, url, out, **scale):
-    return fake_job(tmp_path, url, out, engine={"max_concurrency": 2},
+def ray_job(tmp_path, url, out, engine=None, **scale):
+    return fake_job(tmp_path, url, out, engine={"max_concurrency": 2, **(engine or {})},
                     scale={"mode": "ray", "replicas": 4, "chunk_size": 2, "replica_cpus": 0.2, "verifier_cpus": 0.1,
                            **scale})
 

@@ -44,11 +44,23 @@ class RayDriver(Driver):
             chunks = make_chunks(problems, size, lease)
             run.start_stats()
 
+            passes: dict[str, int] = {}
+
             def on_chunk(chunk: Chunk, summary: dict[str, Any]) -> None:
                 if summary["file"]:
                     run.store.commit(summary["file"], summary["uuids"], replica=summary.get("replica"),
                                      node=summary.get("node"))
                 run.stats.merge(summary["stats"])
+                stored = set(summary["uuids"])
+                again = [p for p in chunk.problems if p["uuid"] not in stored
+                         and passes.get(p["uuid"], 0) < job.engine.retry_failed]
+                if again:  # requests that failed for now: once more after the rest, as a local run does
+                    for p in again:
+                        passes[p["uuid"]] = passes.get(p["uuid"], 0) + 1
+                    run.stats.problems_failed -= len(again)
+                    log.info(f"{len(again)} problem(s) of chunk {chunk.shard} failed for now; sending them again "
+                             f"after the others (engine.retry_failed)")
+                    coord.requeue(Chunk(lease(), again, delay_s=job.engine.retry_pause_s))
                 run.progress()
 
             def on_failure(chunk: Chunk) -> Chunk | None:

@@ -29,6 +29,7 @@ class Chunk:
     problems: list[dict[str, Any]]
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    delay_s: float = 0.0  # wait this long before sending it (problems that failed for now, sent again)
 
     @property
     def shard(self) -> str:
@@ -89,6 +90,7 @@ class Coordinator:
         self.restarts = 0
         self.resent = 0
         self._retry: deque[Chunk] = deque()
+        self._later: deque[Chunk] = deque()  # sent once the source is done (see requeue)
         self._tasks: dict[asyncio.Future, tuple[_Slot, int, Chunk | None]] = {}
         self._finished: asyncio.Queue | None = None  # tasks land here when done: O(1) per event
         self._idle: dict[_Slot, None] = {}  # ready slots with room, in arrival order
@@ -97,15 +99,27 @@ class Coordinator:
         self._any_ready = False
         self._failed_starts = 0
 
+    def requeue(self, chunk: Chunk) -> None:
+        """Send `chunk` again after the source's own chunks (its problems failed for now)."""
+        self._later.append(chunk)
+
     def _next_chunk(self) -> Chunk | None:
         if self._retry:
             return self._retry.popleft()
-        if self._source_done:
-            return None
-        chunk = next(self.chunks, None)
-        if chunk is None:
+        if not self._source_done:
+            chunk = next(self.chunks, None)
+            if chunk is not None:
+                return chunk
             self._source_done = True
-        return chunk
+        return self._later.popleft() if self._later else None
+
+    def _pending(self) -> bool:
+        return bool(self._retry or not self._source_done or self._later)
+
+    async def _send(self, handle: Any, chunk: Chunk) -> dict[str, Any]:
+        if chunk.delay_s:
+            await asyncio.sleep(chunk.delay_s)
+        return await self.backend.process(handle, chunk)
 
     def _spawn(self, coro: Awaitable, slot: _Slot, chunk: Chunk | None) -> None:
         task = asyncio.ensure_future(coro)
@@ -119,7 +133,7 @@ class Coordinator:
         self._spawn(self.backend.start(slot.index), slot, None)
 
     def _fill(self) -> None:
-        while self._idle and (self._retry or not self._source_done):
+        while self._idle and self._pending():
             slot = next(iter(self._idle))
             chunk = self._next_chunk()
             if chunk is None:
@@ -129,7 +143,7 @@ class Coordinator:
             del self._idle[slot]
             if slot.inflight < self.inflight:
                 self._idle[slot] = None  # to the back: the next chunk goes to the next replica with room
-            self._spawn(self.backend.process(slot.handle, chunk), slot, chunk)
+            self._spawn(self._send(slot.handle, chunk), slot, chunk)
 
     async def _replace(self, slot: _Slot, exc: BaseException, starting: bool) -> None:
         what = "could not start" if starting else "failed"
@@ -191,7 +205,7 @@ class Coordinator:
         try:
             while True:
                 self._fill()
-                if self._source_done and not self._retry and not self.chunks_out:
+                if not self._pending() and not self.chunks_out:
                     break
                 if not self._tasks:
                     raise RunError("no replica is running")
