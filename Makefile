@@ -13,7 +13,7 @@ CONSTRAINTS := requirements/constraints-cpu.txt
 STAMP := $(VENV)/.factory-setup
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-rehearsal rehearsal setup model lock clean
+.PHONY: demo test test-fast test-reliability test-rehearsal rehearsal setup model lock clean
 
 demo: model
 	$(BIN)/factory run jobs/quickstart.yaml
@@ -29,6 +29,10 @@ test-rehearsal: model
 # ... or by hand, printing what it measured (WORKDIR keeps its files)
 rehearsal: model
 	$(BIN)/python tests/rehearsal.py $(if $(WORKDIR),--workdir $(WORKDIR))
+
+# the fault-injection suite alone (~4 min): kills, outages, hangs, locks, full disk, hostile text
+test-reliability: setup
+	$(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 
 # unit and fake-engine tests only (seconds, no vLLM server)
 test-fast: setup

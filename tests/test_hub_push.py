@@ -39,6 +39,7 @@ def push(tmp_path, hub, out, *extra, **env):
                        env={**hub_env(tmp_path, hub.url), "FACTORY_PUSH_BACKOFF_S": "0.05", **env})
 
 
+@pytest.mark.reliability
 def test_push_survives_429_and_500_and_round_trips(tmp_path, hub, run_out):
     hub.fail_next(r"/commit/", 429, times=2)
     hub.fail_next(r"/commit/", 500, times=1)
