@@ -160,6 +160,22 @@ CORRECT = [
     ("word_percent", "15\\%", T + "The price is $1.15$ times the old one, so it rose by fifteen percent."),
     # an angle assigned to a Greek letter typed in unicode, against radians
     ("greek_degrees", "\\frac{\\pi}{3}", T + "So the angle is\n\nα = 60°", "Find the angle (radians or degrees)."),
+    ("plain_degrees", "\\frac{\\pi}{4}", T + "The smallest such angle is θ = 45°.", "Find the smallest positive $x$ with $\\tan x = 1$."),
+    # roots with unicode subscripts, and a set typed in plain text
+    ("subscripts", "2 \\pm \\sqrt{3}", T + "x₁ = 2 + √3, x₂ = 2 − √3"),
+    ("subscripts", "\\pm 5", T + "Both signs work:\nx₁ = 5, x₂ = −5"),
+    ("plain_set", "-3, -1, 1, 3", T + "Hence the solution set is x ∈ {±1, ±3}."),
+    ("plain_set", "2\\sqrt{2}", T + "x = √2, so x³ = 2 × √2.\nFinal: 2√2"),
+    # a change said in words, a gold with its sign
+    ("decrease_words", "-10\\%", T + "Overall the price drops by 10%.", "What is the overall percent change in price?"),
+    # a number with a unit word and copula in Japanese or Chinese
+    ("cjk_unit", "45 \\text{ minutes}", T + "したがって、答えは 45 分です。"),
+    ("cjk_unit", "12", T + "所以答案是 12 个。"),
+    # prices in plain text with dollar signs
+    ("prices", "\\$750", T + "The total is 3 × $250 = $750.", "Each chair costs $\\$250$. What is the total for 3 chairs?"),
+    # a repeating decimal written with dots, a percent with a half in words
+    ("dots", "0.1\\overline{6}", T + "So 1/6 = 0.1666…"),
+    ("word_percent", "37.5\\%", T + "Three eighths is thirty-seven and a half percent."),
 ]
 
 WRONG = [
@@ -250,6 +266,18 @@ WRONG = [
     ("leading_no", "\\text{No}", T + "No divisor below 12 works, so yes, 143 is prime."),
     ("word_percent", "15\\%", T + "The price is $1.15$ times the old one, so it rose by fifty percent."),
     ("greek_degrees", "\\frac{\\pi}{3}", T + "So the angle is\n\nα = 30°", "Find the angle (radians or degrees)."),
+    ("plain_degrees", "\\frac{\\pi}{4}", T + "The smallest such angle is θ = 135°.", "Find the smallest positive $x$ with $\\tan x = -1$."),
+    # a gold in degrees asks for degrees: an answer in radians is not read as one (calibration's deg-* cases)
+    ("gold_degrees", "60^\\circ", T + "Each angle is $\\boxed{\\frac{\\pi}{3}}$ radians."),
+    ("subscripts", "2 \\pm \\sqrt{3}", T + "x₁ = 2 + √3, x₂ = 2 + √3"),
+    ("subscripts", "\\pm 5", T + "x₁ = 5"),
+    ("plain_set", "-3, -1, 1, 3", T + "Hence the solution set is x ∈ {±1, 3}."),
+    ("decrease_words", "-10\\%", T + "Overall the price rises by 10%.", "What is the overall percent change in price?"),
+    ("decrease_words", "10\\%", T + "Overall the price drops by 1%.", "By what percent does the price drop?"),
+    ("cjk_unit", "45 \\text{ minutes}", T + "したがって、答えは 54 分です。"),
+    ("prices", "\\$750", T + "The total is 3 × $250 = $700.", "Each chair costs $\\$250$. What is the total for 3 chairs?"),
+    ("dots", "0.1\\overline{6}", T + "So 1/6 = 0.1777…"),
+    ("word_percent", "37.5\\%", T + "Three eighths is thirty-five and a half percent."),
 ]
 
 

@@ -40,7 +40,7 @@ _PHRASE = re.compile(r"(?:\*\*|__)?(?:" + "|".join(_PHRASES) + r")(?:\*\*|__)?\s
 _SENTENCE_END = re.compile(r"\n|(?<!\d)[.。!?！？](?!\d)|[.](?=\s|$)|。|$")
 _TRAILERS = re.compile(r"\s*(?:I hope it is correct|<\|im_\w+\|>).*$", re.IGNORECASE | re.S)
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$(.+?)(?<!\\)\$", re.S)
-_NUMBER = re.compile(r"(?<![A-Za-z\d.,:])(?:\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?\s?[Mm]\b\.?)?|(?:\d+\s*)?\\frac\{\d+\}\{\d+\}|\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+)?(?:[eE][+-]?\d+(?![\w]))?(?:\s+(?:thousand|million|billion|trillion)\b)?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)(?:\s*\\pi(?![a-zA-Z]))?")
+_NUMBER = re.compile(r"(?<![A-Za-z\d.,:])(?:\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?\s?[Mm]\b\.?)?|(?:\d+\s*)?\\frac\{\d+\}\{\d+\}|\d*\\sqrt\{\d+\}|[-+]?\d+\s+\d+\s*/\s*\d+(?!\d)|[-+]?(?:\d{1,3}(?:[ ,]\d{3})+|\d+)(?:[.,]\d+(?:…|\.{3})?)?(?:[eE][+-]?\d+(?![\w]))?(?:\s+(?:thousand|million|billion|trillion)\b)?(?:\s*/\s*\d+)?\s*%?|[-+]?\.\d+)(?:\s*\\pi(?![a-zA-Z]))?(?:\s*°)?")
 
 
 def word_number(text: str) -> int | None:
@@ -83,7 +83,26 @@ def is_reasoning_complete(text: str, finish_reason: str | None) -> bool:
 
 def answer_region(text: str) -> str:
     """What the model says after it stops thinking (the whole text if it never thought aloud)."""
-    return text[text.rfind(THINK_CLOSE) + len(THINK_CLOSE):] if THINK_CLOSE in text else text
+    region = text[text.rfind(THINK_CLOSE) + len(THINK_CLOSE):] if THINK_CLOSE in text else text
+    return currency_dollars(region)
+
+
+_DOLLAR = re.compile(r"(?<![\\$])\$(?!\$)")
+
+
+def currency_dollars(text: str) -> str:
+    """Dollar signs used as prices escaped (`\\$400`), so they open no math span:
+    taken in pairs from the left as math delimiters, a pair whose closing `$`
+    runs into a digit (`3 × $400 = $1,200.00`) is two prices."""
+    marks = [m.start() for m in _DOLLAR.finditer(text)]
+    prices = set()
+    for k in range(0, len(marks) - 1, 2):
+        close = marks[k + 1]
+        if close + 1 < len(text) and text[close + 1].isdigit():
+            prices.update((marks[k], close))
+    for pos in sorted(prices, reverse=True):
+        text = text[:pos] + "\\" + text[pos:]
+    return text
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
@@ -158,6 +177,9 @@ _CLAUSE = re.compile(r"(?:,|;|:)\s+(?:and|since|because|as|so|which|but|where|ch
 _NOT_BUT = re.compile(r"^not\b.*?(?:[,;:]|\bbut\b)\s*(?:it\s+is|it's|but|rather|instead)?\s*(?:it\s+is|it's)?\s+(?=\S)", re.I | re.S)
 
 
+_CJK_TAIL = re.compile(r"^\s*([-+]?\d[\d,]*(?:\.\d+)?)\s*[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]+[。．.!！]?\s*$")
+
+
 def phrase_readings(answer: str) -> list[str]:
     """A phrase's answer, and the part before a following clause (`n = 5, and checking: ...`).
     `not 5 (...); it is 7` reads 7; a bare `not 5` reads nothing."""
@@ -166,7 +188,10 @@ def phrase_readings(answer: str) -> list[str]:
         return phrase_readings(_clean(answer[m.end():])) if m and answer[m.end():].strip() else []
     m = _CLAUSE.search(mask_math(answer))
     cut = _clean(answer[: m.start()]) if m else ""
-    return [answer, cut] if cut and cut != answer else [answer]
+    out = [answer, cut] if cut and cut != answer else [answer]
+    if cjk := _CJK_TAIL.match(answer):  # `150 分です`: the number, its unit word and copula after it
+        out.append(cjk.group(1))
+    return out
 
 
 def _final_phrase(region: str) -> tuple[int, str] | None:
@@ -204,12 +229,14 @@ _UNICODE_MATH = [(re.compile(r"(?:√|(?<![\\a-zA-Z])sqrt)\s*\(([^()]*(?:\([^()]
                  (re.compile("[²]"), "^{2}"), (re.compile("[³]"), "^{3}"), (re.compile("[−–]"), "-"),
                  (re.compile("×"), "\\\\times "), (re.compile("·"), "\\\\cdot "), (re.compile("÷"), "\\\\div "),
                  (re.compile("∩"), "\\\\cap "), (re.compile("∪"), "\\\\cup "), (re.compile("∖"), "\\\\setminus "),
-                 (re.compile("∅"), "\\\\emptyset "), (re.compile("≠"), "\\\\neq "),
+                 (re.compile("∅"), "\\\\emptyset "), (re.compile("≠"), "\\\\neq "), (re.compile("∈"), "\\\\in "),
+                 (re.compile("[₀-₉]+"), lambda m: "_" + m.group(0).translate(_SUBSCRIPTS)),
                  (re.compile("([θαβγφω])"), lambda m: _GREEK[m.group(1)] + " "),
                  (re.compile("π"), "\\\\pi "), (re.compile("∞"), "\\\\infty "), (re.compile(r"\+/-|±"), r"\\pm "),
                  (re.compile("(\\d*)([½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅐⅛⅜⅝⅞⅑⅒])"), lambda m: _vulgar(m.group(1), m.group(2)))]
 
 
+_SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
 _GREEK = {"θ": "\\theta", "α": "\\alpha", "β": "\\beta", "γ": "\\gamma", "φ": "\\varphi", "ω": "\\omega"}
 
 
@@ -266,8 +293,11 @@ def _last_line(region: str) -> tuple[str, list, list] | str | None:
 
 _REL = r"\s*(?:≤|≥|<=|>=|<|>)\s*"
 _PLAIN_NUM = r"[-+]?\d+(?:\.\d+)?(?:/\d+)?"
-_WORD_PERCENT = re.compile(rf"\b((?:{_NUM_W})(?:[- ](?:and[- ])?(?:{_NUM_W}))*)\s+per\s?cent\b", re.I)  # `by four percent`
+_WORD_PERCENT = re.compile(rf"\b((?:{_NUM_W})(?:[- ](?:and[- ])?(?:{_NUM_W}))*)(\s+and\s+a\s+half)?\s+per\s?cent\b",
+                           re.I)  # `by four percent`, `twelve and a half percent`
 # an inequality typed outside LaTeX: `x ≥ 2`, `-1 < x < 5`
+# a set typed outside LaTeX: `x \\in {\\pm 1, \\pm 2}` (unicode already rewritten), `{3, 4}`; not `\\sqrt{2}`
+_PLAIN_SET = re.compile(r"(?:(?<![A-Za-z\\])[a-zA-Z]\s*(?:\\in\b|=)\s*)?(?<![\\A-Za-z_^])\{[^{}\n]*\d[^{}\n]*,[^{}\n]*\}")
 _PLAIN_INEQ = re.compile(rf"(?:(?<![\w.]){_PLAIN_NUM}{_REL})?(?<![A-Za-z\\])[a-z](?![A-Za-z]){_REL}{_PLAIN_NUM}(?!\d|\.\d)")
 
 
@@ -278,9 +308,10 @@ def answer_tokens(text: str) -> tuple[list, list]:
              for m in _MATH_SPAN.finditer(text)]
     spans = [t for t in spans if t[1]]
     plain = _MATH_SPAN.sub(lambda m: " " * len(m.group(0)), text)  # positions kept
-    ineqs = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _PLAIN_INEQ.finditer(plain)]
-    ineqs += [(m.start(), f"{value}\\%", len(m.group(0))) for m in _WORD_PERCENT.finditer(plain)
-              if (value := word_number(m.group(1))) is not None]
+    ineqs = [(m.start(), m.group(0).strip(), len(m.group(0))) for pat in (_PLAIN_INEQ, _PLAIN_SET)
+             for m in pat.finditer(plain)]
+    ineqs += [(m.start(), f"{value}{'.5' if m.group(2) else ''}\\%", len(m.group(0)))
+              for m in _WORD_PERCENT.finditer(plain) if (value := word_number(m.group(1))) is not None]
     numbers = [(m.start(), m.group(0).strip(), len(m.group(0))) for m in _NUMBER.finditer(plain)
                if not any(i <= m.start() < i + n for i, _, n in ineqs)]  # `2 ≤ x ≤ 5` is one answer, not 2 and 5
     return spans, sorted(spans + ineqs + numbers)

@@ -264,8 +264,14 @@ def disjunction_as_union(s: str) -> str | None:
 _REPEATING = re.compile(r"^(-?)(\d*)\.(\d*)\\overline\{(\d+)\}$")
 
 
+_TRAILING_DOTS = re.compile(r"^(-?\d*)\.(\d*?)(\d{1,3}?)\3+\d?\s*(?:…|\.{3}|\\[lc]?dots)\s*$")
+
+
 def repeating_decimal(s: str) -> str:
-    """`0.\\overline{142857}` -> `\\frac{1}{7}` (exact), else unchanged."""
+    """`0.\\overline{142857}` -> `\\frac{1}{7}` (exact), else unchanged; `0.1666…` (a digit
+    group repeated, then dots) is read as its repeating decimal."""
+    if m := _TRAILING_DOTS.match(s.strip()):
+        s = f"{m.group(1)}.{m.group(2)}\\overline{{{m.group(3)}}}"
     m = _REPEATING.match(s.strip())
     if not m:
         return s
@@ -748,7 +754,7 @@ def _is_constant(s: str) -> bool:
 def _chain_value(s: str) -> str | None:
     """`1+i = \\sqrt{2}\\operatorname{cis}\\frac{\\pi}{4}`, `2 + 3 = 5`: a chain of equal
     constants stands for its last member."""
-    parts = [p.strip() for p in s.split("=")]
+    parts = [repeating_decimal(p.strip()) for p in s.split("=")]  # `1/3 = 0.333…`
     if len(parts) < 2 or re.search(r"[<>!]=|=[<>]|\\(?:leq?|geq?|neq?)", s) or not all(parts):
         return None
     return parts[-1] if all(_is_constant(p) for p in parts) else None
@@ -902,6 +908,7 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
         tries += unit_reads + _quantities_in(found)
         if not all_boxed(region):  # said in prose, or in a sentence after `**Answer:**`
             tries += _said_in_prose(g, region, rules)
+        tries += _decrease_readings(g, found, region)
     if re.fullmatch(r"\(?[A-E]\)?", _TEXT_WRAP.sub(r"\1", g).strip()) and not opts.strict_format:
         for c in found:  # prose such as `for sure D, it can't be A or B`, not `\\mathrm{E}*2`
             prose = re.search(r"[a-zA-Z]{2,}", re.sub(r"\\[a-zA-Z]+", "", c))
@@ -936,6 +943,19 @@ _NONE_EXISTS = re.compile(r"\bno\s+(?:[a-z]+\s+){0,2}?(?:satisf\w*|exists?|works
                           r"\b(?:there\s+(?:is|are|exists?)\s+no\s+(?:[a-z]+\s+){0,2}?(?:solutions?|such|values?|integers?|numbers?))\b",
                           re.I)
 _VALUE_GIVEN = re.compile(r"(?<![\w\\])[a-zA-Z]\s*=\s*-?\d")
+
+
+_DECREASE = re.compile(r"\b(?:decreas\w*|declin\w*|drop\w*|fall\w*|fell|los[st]\w*|reduc\w*|down)\b"
+                       r"(?:\s+\w+){0,2}?\s+(?:by\s+|of\s+)?\W*$", re.I)
+
+
+def _decrease_readings(g: str, found: list[str], region: str) -> list[str]:
+    """`The population decreases by 4%.` for a gold of `-4\\%`: a change said in words."""
+    paras = paragraphs(region)
+    if not g.lstrip().startswith("-") or not paras:
+        return []
+    last = paras[-1]
+    return [f"-{c}" for c in found if not c.startswith("-") and (i := last.rfind(c)) > 0 and _DECREASE.search(last[:i])]
 
 
 def _said_in_prose(g: str, region: str, rules: Rules) -> list[str]:

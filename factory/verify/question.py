@@ -66,7 +66,8 @@ def asked_readings(problem: str | None, region: str, rules: Rules) -> list[str]:
     if m := list(_THE.finditer(problem)):
         words = [_stem(w) for w in m[-1].group(1).split()]
         said = rf"\b(?:{'|'.join(map(re.escape, words))})\w*\b[^.;,\d]{{0,30}}?\b{_SAYS}\s*$"
-        out += _one([t[1] for t, start in zip(tokens, ends) if re.search(said, last[start: t[0]], re.I)])
+        out += _one([_chain_end(last, tokens, i) for i, (t, start) in enumerate(zip(tokens, ends))
+                     if re.search(said, last[start: t[0]], re.I)])
     if m := list(_OBJECT.finditer(problem)):
         obj = _compact(m[-1].group(1))
         out += _one([parts[-1].strip() for _, span, _ in spans
@@ -75,6 +76,15 @@ def asked_readings(problem: str | None, region: str, rules: Rules) -> list[str]:
         out += _one([t[1] for t in tokens if t[1].endswith("%")]
                     + [f"{t[1]}\\%" for t in tokens if re.match(r"\s*(?:percent|per\s+cent)\b", last[t[0] + t[2]:], re.I)])
     return [_whole_quantity(last, v, rules) for v in dict.fromkeys(out)]
+
+
+def _chain_end(sentence: str, tokens: list, i: int) -> str:
+    """`is 3 × $400 = $1,200.00`: the value said is where the computation ends."""
+    j = i
+    while j + 1 < len(tokens) and re.fullmatch(r"[\s×*·+\-/=\\$()]+|\s*\\(?:times|cdot)\s*\\?\$?\s*",
+                                               sentence[tokens[j][0] + tokens[j][2]: tokens[j + 1][0]]):
+        j += 1
+    return tokens[j][1] if "=" in sentence[tokens[i][0]: tokens[j][0]] else tokens[i][1]
 
 
 def _whole_quantity(sentence: str, value: str, rules: Rules) -> str:
