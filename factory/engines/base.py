@@ -90,3 +90,28 @@ class Engine(ABC):
 
     async def __aexit__(self, *exc) -> None:
         await self.stop()
+
+
+class EngineWrapper(Engine):
+    """An engine around another (budget forcing, rebuilding): what it does
+    not change goes straight to `inner`."""
+
+    def __init__(self, inner: Engine):
+        super().__init__(inner.cfg, inner.sampling)
+        self.inner = inner
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def generate(self, messages, sampling=None) -> GenerationResult:
+        return await self.inner.generate(messages, sampling)
+
+    async def continue_generation(self, messages, partial, sampling) -> GenerationResult:
+        return await self.inner.continue_generation(messages, partial, sampling)

@@ -14,28 +14,14 @@ from __future__ import annotations
 import asyncio
 
 from factory.config import BudgetForcingConfig, SamplingConfig
-from factory.engines.base import Completion, Engine, GenerationResult
+from factory.engines.base import Completion, Engine, EngineWrapper, GenerationResult
 from factory.think import THINK_CLOSE
 
 
-class BudgetForcingEngine(Engine):
+class BudgetForcingEngine(EngineWrapper):
     def __init__(self, inner: Engine, cfg: BudgetForcingConfig):
-        super().__init__(inner.cfg, inner.sampling)
-        self.inner = inner
+        super().__init__(inner)
         self.budget = cfg
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def stop(self) -> None:
-        await self.inner.stop()
-
-    async def continue_generation(self, messages, partial, sampling):
-        return await self.inner.continue_generation(messages, partial, sampling)
 
     async def _finish(self, messages, c: Completion, sampling: SamplingConfig, used: int) -> Completion:
         if c.finish_reason == "length":

@@ -10,33 +10,22 @@ import contextlib
 import logging
 from typing import Awaitable, Callable
 
-from factory.engines.base import Engine, EngineDeadError, GenerationResult
+from factory.engines.base import Engine, EngineDeadError, EngineWrapper, GenerationResult
 
 log = logging.getLogger(__name__)
 
 
-class RebuildingEngine(Engine):
+class RebuildingEngine(EngineWrapper):
     """Wraps an in-process engine; at most `engine.max_restarts` rebuilds,
     then `EngineDeadError`: the local run stops (resumable) and a Ray replica
     fails at once and is replaced, instead of failing its problems one by one."""
 
     def __init__(self, make: Callable[[], Engine]):
+        super().__init__(make())
         self.make = make
-        self.inner = make()
-        super().__init__(self.inner.cfg, self.inner.sampling)
         self.rebuilds = 0
         self._built = 0  # bumped at each rebuild: a request that saw an older engine die just re-sends
         self._lock = asyncio.Lock()
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def stop(self) -> None:
-        await self.inner.stop()
 
     async def _send(self, request: Callable[[Engine], Awaitable[GenerationResult]]) -> GenerationResult:
         while True:
