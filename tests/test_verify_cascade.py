@@ -167,12 +167,11 @@ def test_judge_sees_only_rule_rejects(tmp_path, fake_server):
 
 
 # The last labelled set at its first score, before any rule was changed for
-# it. `blind8.jsonl` first scored 95.0% (190 of 200), no false positive, 5
-# cases lost to raw Math-Verify; its misses were then fixed as kinds (all but
-# b8-028, where its author and calibration.jsonl's deg-* cases disagree on a
-# radian answer to a gold in degrees), so it is tuned on like the rest until
-# the next blind set takes its place.
-HELD_OUT = {"accuracy": 0.95, "fp": 0, "lost": 5}
+# it. `blind9.jsonl` first scored 96.5% (193 of 200), 2 false positives
+# (both also raw Math-Verify's), none lost to raw Math-Verify; its misses were
+# then fixed as kinds, so it is tuned on like the rest until the next blind
+# set takes its place.
+HELD_OUT = {"accuracy": 0.965, "fp": 2, "lost": 0}
 
 
 def test_cascade_is_a_superset_of_raw_math_verify_on_every_labelled_set():

@@ -176,6 +176,18 @@ CORRECT = [
     # a repeating decimal written with dots, a percent with a half in words
     ("dots", "0.1\\overline{6}", T + "So 1/6 = 0.1666…"),
     ("word_percent", "37.5\\%", T + "Three eighths is thirty-seven and a half percent."),
+    # the count said first, then explained with other counts of the same thing
+    ("said_first", "8", T + "A cube has 8 vertices: each of its 6 faces has 4 vertices, and each vertex is on 3 faces.",
+     "How many vertices does a cube have?"),
+    # a computation chain whose last member is written with German thousands dots
+    ("chain_forms", "41250", T + "Also ist $1650 \\cdot 25 = 41.250$."),
+    # Yes opening the last line of a paragraph, after the working
+    ("yes_last_line", "\\text{Yes}", T + "$P(A) = \\frac{1}{2}$ and $P(B) = \\frac{1}{3}$.\nYes — A is more likely, since 1/2 > 1/3."),
+    # plain-text scientific notation, unicode superscripts
+    ("plain_sci", "2.4 \\times 10^{9}", T + "So the total is about 2.4·10^9 bytes."),
+    ("plain_sci", "3 \\times 10^{-4}", T + "The probability is roughly 3 × 10⁻⁴."),
+    # an expression after a label and a colon
+    ("label_colon", "2\\sqrt{3}+2", T + "Rationalizing the denominator: 8/(2√3 − 2) = 2√3 + 2"),
 ]
 
 WRONG = [
@@ -278,6 +290,14 @@ WRONG = [
     ("prices", "\\$750", T + "The total is 3 × $250 = $700.", "Each chair costs $\\$250$. What is the total for 3 chairs?"),
     ("dots", "0.1\\overline{6}", T + "So 1/6 = 0.1777…"),
     ("word_percent", "37.5\\%", T + "Three eighths is thirty-five and a half percent."),
+    ("said_first", "8", T + "A cube has 6 faces: each of them has 4 vertices.", "How many vertices does a cube have?"),
+    ("chain_forms", "41250", T + "Also ist $1650 \\cdot 25 = 41.520$."),
+    ("yes_last_line", "\\text{Yes}", T + "$P(A) = \\frac{1}{3}$ and $P(B) = \\frac{1}{2}$.\nNo — B is more likely, since 1/2 > 1/3."),
+    ("plain_sci", "2.4 \\times 10^{9}", T + "So the total is about 2.4·10^8 bytes."),
+    ("label_colon", "2\\sqrt{3}+2", T + "Rationalizing the denominator: 8/(2√3 − 2) = 2√3 − 2"),
+    # a gold with a variable or an imaginary part is not answered by a bare number (Math-Verify says it is)
+    ("letters_lost", "6x", T + "Everything cancels but the constants:\n$\\boxed{6}$"),
+    ("letters_lost", "3e^{i\\pi/4}", T + "The modulus is 3 and the argument is π/2, so\n1 + i = 3e^{iπ/2}"),
 ]
 
 

@@ -226,7 +226,8 @@ def committed(region: str, answer: str) -> bool:
 
 _LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or)?|and|or|et|ou|y|o|und|oder|e|и|или|和|或|与|、|,)\s*(?:[a-zA-Z]\s*=\s*)?$", re.IGNORECASE)
 _UNICODE_MATH = [(re.compile(r"(?:√|(?<![\\a-zA-Z])sqrt)\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)"), r"\\sqrt{\1}"), (re.compile(r"√\s*(\d+|[a-zA-Z])"), r"\\sqrt{\1}"),
-                 (re.compile("[²]"), "^{2}"), (re.compile("[³]"), "^{3}"), (re.compile("[−–]"), "-"),
+                 (re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+"), lambda m: "^{" + m.group(0).translate(_SUPERSCRIPTS) + "}"),
+                 (re.compile("[−–]"), "-"),
                  (re.compile("×"), "\\\\times "), (re.compile("·"), "\\\\cdot "), (re.compile("÷"), "\\\\div "),
                  (re.compile("∩"), "\\\\cap "), (re.compile("∪"), "\\\\cup "), (re.compile("∖"), "\\\\setminus "),
                  (re.compile("∅"), "\\\\emptyset "), (re.compile("≠"), "\\\\neq "), (re.compile("∈"), "\\\\in "),
@@ -236,6 +237,7 @@ _UNICODE_MATH = [(re.compile(r"(?:√|(?<![\\a-zA-Z])sqrt)\s*\(([^()]*(?:\([^()]
                  (re.compile("(\\d*)([½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅐⅛⅜⅝⅞⅑⅒])"), lambda m: _vulgar(m.group(1), m.group(2)))]
 
 
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
 _SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
 _GREEK = {"θ": "\\theta", "α": "\\alpha", "β": "\\beta", "γ": "\\gamma", "φ": "\\varphi", "ω": "\\omega"}
 
@@ -278,14 +280,22 @@ _WHERE = re.compile(r"^\s*,?\s*(?:which\s+(?:is\s+)?)?(?:attained|achieved|reach
 _FUNCTIONS = re.compile(r"\b(?:arc)?(?:sin|cos|tan|cot|sec|csc)h?(?=\s*\()|\b(?:log|ln|exp|sqrt|gcd|lcm)(?=\s*\()")
 
 
+def _has_words(text: str) -> bool:
+    return bool(re.search(r"[^\W\d_]{2,}", _FUNCTIONS.sub("", re.sub(r"\\[a-zA-Z]+", "", text))))
+
+
 def _last_line(region: str) -> tuple[str, list, list] | str | None:
     """The last line that has an answer-like token: (line, its math spans, all tokens in
     order), or the whole line when it is one bare expression."""
     for line in reversed([ln for ln in region.strip().splitlines() if ln.strip()]):
         line = unicode_math(line)
         spans, tokens = answer_tokens(line)
-        if not spans and not re.search(r"[^\W\d_]{2,}", _FUNCTIONS.sub("", re.sub(r"\\[a-zA-Z]+", "", line))):
+        if not spans and not _has_words(line):
             return line.strip().rstrip(".。")  # the whole line is one expression: `\\frac{4}{23}`, `arctan(1) = π/4`
+        label, colon, rest = line.rpartition(":")
+        if colon and not spans and rest.strip() and not _has_words(rest) and _has_words(label) \
+                and not re.search(r"\d\s*$", label):  # `Rationalizing: 4(√5 − 1)/4 = √5 − 1`, not a clock `3:45`
+            return rest.strip(" *_").rstrip(".。")
         if tokens:
             return line, spans, tokens
     return None
@@ -298,6 +308,8 @@ _WORD_PERCENT = re.compile(rf"\b((?:{_NUM_W})(?:[- ](?:and[- ])?(?:{_NUM_W}))*)(
 # an inequality typed outside LaTeX: `x ≥ 2`, `-1 < x < 5`
 # a set typed outside LaTeX: `x \\in {\\pm 1, \\pm 2}` (unicode already rewritten), `{3, 4}`; not `\\sqrt{2}`
 _PLAIN_SET = re.compile(r"(?:(?<![A-Za-z\\])[a-zA-Z]\s*(?:\\in\b|=)\s*)?(?<![\\A-Za-z_^])\{[^{}\n]*\d[^{}\n]*,[^{}\n]*\}")
+# scientific notation typed outside LaTeX (unicode rewritten): `1.5\\cdot 10^11`, `2.5 x 10^{-3}`
+_PLAIN_SCI = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?\s*(?:\\times|\\cdot|[x*])\s*10\s*\^\s*(?:\{\s*[-+]?\d+\s*\}|[-+]?\d+)")
 _PLAIN_INEQ = re.compile(rf"(?:(?<![\w.]){_PLAIN_NUM}{_REL})?(?<![A-Za-z\\])[a-z](?![A-Za-z]){_REL}{_PLAIN_NUM}(?!\d|\.\d)")
 
 
@@ -308,7 +320,7 @@ def answer_tokens(text: str) -> tuple[list, list]:
              for m in _MATH_SPAN.finditer(text)]
     spans = [t for t in spans if t[1]]
     plain = _MATH_SPAN.sub(lambda m: " " * len(m.group(0)), text)  # positions kept
-    ineqs = [(m.start(), m.group(0).strip(), len(m.group(0))) for pat in (_PLAIN_INEQ, _PLAIN_SET)
+    ineqs = [(m.start(), m.group(0).strip(), len(m.group(0))) for pat in (_PLAIN_INEQ, _PLAIN_SET, _PLAIN_SCI)
              for m in pat.finditer(plain)]
     ineqs += [(m.start(), f"{value}{'.5' if m.group(2) else ''}\\%", len(m.group(0)))
               for m in _WORD_PERCENT.finditer(plain) if (value := word_number(m.group(1))) is not None]

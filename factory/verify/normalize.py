@@ -717,6 +717,8 @@ def compare(gold: str, answer: str, problem: str | None, opts: Options, rules: R
         return _converted_equal(gv, gu, av, au, opts, rules)
     if clock_24h(gv) != gv or clock_24h(av) != av:
         return same_clock(gv, av)
+    if not split_equation(gv):
+        av = _chain_value(av) or av  # `1234 \\cdot 25 = 30.850`: the last member, read in every form
     return any(_compare_values(gf, af, opts) for gf in _forms(mixed_number(gv)) for af in _forms(mixed_number(av)))
 
 
@@ -900,7 +902,7 @@ def grade(gold: str, generation: str, finish_reason: str | None, problem: str | 
         leads = [c for c in tries if leading_text_answer(c, rules)]
         paras = paragraphs(region)
         tries += [leading_text_answer(c, rules) for c in leads] + \
-                 [t for t in (leading_text_answer(p, rules) for p in paras[:1] + paras[-1:]) if t]
+                 [t for t in (leading_text_answer(p, rules) for p in paras[:1] + paras[-1:] + region.strip().splitlines()[-1:]) if t]
     if not opts.strict_format:
         unit_reads = _with_units(found, region, rules)
         if outright and (asked := asked_unit(problem, rules)):  # `\\boxed{12600}` for "how many minutes" is in minutes
@@ -1041,6 +1043,19 @@ def mv_in_text(gold: str, text: str) -> tuple[bool, str | None]:
     return False, extracted
 
 
+def _letters_lost(g: str, a: str, rules: Rules) -> bool:
+    """`8x` answered by `8`, `2e^{i\\pi/3}` by `2` (Math-Verify accepts both): the gold
+    has a variable or the imaginary unit, the answer is a bare number."""
+    gv, gu = split_unit(g, rules)
+    if gu:
+        return False
+    if (eq := split_equation(gv)) and _ASSIGN_LHS.match(eq[0]):
+        gv = eq[1]
+    plain = [re.sub(r"\\[a-zA-Z]+", "", _TEXT_WRAP.sub("", re.sub(r"\\(?:begin|end)\{\w+\*?\}", "", s)))
+             for s in (gv, a)]
+    return bool(re.search(r"[a-zA-Z]", plain[0])) and not re.search(r"[a-zA-Z]", plain[1])
+
+
 def vetoed(gold: str, answer: str | None, problem: str | None, opts: Options, rules: Rules) -> bool:
     """Math-Verify's known false positives: a sign or unit, a different text
     answer or letter, numbers that only agree after rounding, equations that
@@ -1050,6 +1065,8 @@ def vetoed(gold: str, answer: str | None, problem: str | None, opts: Options, ru
     g, a = rewrite(gold, rules), rewrite(answer, rules)
     a = _chain_value(a) or a  # `15 + 10 = 25` is 25
     if bool(_PM.search(g)) != bool(_PM.search(a)):
+        return True
+    if _letters_lost(g, a, rules):
         return True
     if re.search(r"\beither\b|\bor\b", a) and not re.search(r",|\bor\b|\\cup|\\pm|\\\{", g):
         return True  # `either 8 or 23`: two answers for a gold that has one

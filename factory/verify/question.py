@@ -41,6 +41,9 @@ def _compact(s: str) -> str:
     return re.sub(r"\s+|\\[,;!: ]", "", s)
 
 
+_MAIN_CLAUSE_END = re.compile(r"[:;]\s|,?\s+(?:since|because|as)\s|\s+[—–]\s")
+
+
 def asked_readings(problem: str | None, region: str, rules: Rules) -> list[str]:
     """The value the last sentence gives for what the question asks (see the module doc)."""
     if not problem:
@@ -62,6 +65,9 @@ def asked_readings(problem: str | None, region: str, rules: Rules) -> list[str]:
             rf"({NUMBER_WORDS})\s+(?:(?!of\b)[a-z]+\s+){{0,2}}?{re.escape(head)}", last, re.I)]
         if re.search(rf"\bno\s+(?:[a-z]+\s+){{0,2}}?{re.escape(head)}", last, re.I):  # `There are no real solutions.`
             named.append("0")
+        if len(set(named)) > 1 and (cut := _MAIN_CLAUSE_END.search(mask_math(last))):
+            # `A cube has 12 edges: each of its 6 faces has 4 edges, ...`: said first, then explained
+            named = [t[1] for t in tokens if t[0] < cut.start() and t[1] in named] or named
         out += _one(named)
     if m := list(_THE.finditer(problem)):
         words = [_stem(w) for w in m[-1].group(1).split()]

@@ -184,7 +184,8 @@ async def verify_file(
 # The labelled sets, in the order they were written: each was scored once, blind,
 # then its misses were studied and fixed; the last one is still untouched.
 LABELLED_SETS = ("calibration.jsonl", "dev.jsonl", "heldout.jsonl", "blind.jsonl", "blind2.jsonl", "blind3.jsonl",
-                 "blind4.jsonl", "blind5.jsonl", "blind6.jsonl", "blind7.jsonl", "blind8.jsonl")
+                 "blind4.jsonl", "blind5.jsonl", "blind6.jsonl", "blind7.jsonl", "blind8.jsonl",
+                 "blind9.jsonl")
 
 
 def calibration_paths() -> list[Path]:
