@@ -166,12 +166,12 @@ def test_judge_sees_only_rule_rejects(tmp_path, fake_server):
     assert True in verdicts and False in verdicts and None in verdicts
 
 
-# The last labelled set at its first score, before any rule was changed for
-# it. `blind9.jsonl` first scored 96.5% (193 of 200), 2 false positives
-# (both also raw Math-Verify's), none lost to raw Math-Verify; its misses were
-# then fixed as kinds, so it is tuned on like the rest until the next blind
-# set takes its place.
-HELD_OUT = {"accuracy": 0.965, "fp": 2, "lost": 0}
+# The last labelled set at its first score: no rule was ever changed for it.
+# `blind10.jsonl` (200 traces written blind by two writers who never saw the
+# rules) first scored 98.5% (197 of 200), no false positive, none lost to raw
+# Math-Verify (raw: 87.0%, 5 false positives). Its three misses are left
+# unread, so this stays a measure of cases the rules were not written for.
+HELD_OUT = {"accuracy": 0.985, "fp": 0, "lost": 0}
 
 
 def test_cascade_is_a_superset_of_raw_math_verify_on_every_labelled_set():
