@@ -134,6 +134,10 @@ class EngineConfig(_Strict):
     served_model_name: str | None = None
     base_url: str | None = Field(default=None, description="for backend=openai")
     api_key_env: str = "OPENAI_API_KEY"
+    chat_template: str | None = Field(default=None, description="a chat template file, or a name in prompts/chat/ "
+                                      "(deepseek-r1): served with it and used to continue partial answers")
+    tokenizer: str | None = Field(default=None, description="backend openai: the model's tokenizer (hub id or folder), "
+                                  "to continue partial answers as raw text; managed backends use the model's own")
     max_concurrency: int = Field(default=32, ge=1)
     request_timeout_s: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
@@ -172,6 +176,9 @@ class EngineConfig(_Strict):
     def _check_base_url(self) -> "EngineConfig":
         if self.backend == "openai" and not self.base_url:
             raise ValueError("engine.base_url is required when engine.backend is 'openai'")
+        if self.backend == "openai" and self.chat_template and not self.tokenizer:
+            raise ValueError("engine.chat_template with backend 'openai' needs engine.tokenizer: the endpoint applies "
+                             "its own template, and the factory renders this one only to continue partial answers")
         return self
 
 
@@ -324,7 +331,8 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 # settings that name files, relative to the job file that sets them
-_FILE_KEYS = (("source", "path"), ("prompt", "template"), ("verify", "rules"), ("verify", "judge", "template"))
+_FILE_KEYS = (("source", "path"), ("prompt", "template"), ("verify", "rules"), ("verify", "judge", "template"),
+              ("engine", "chat_template"))
 
 
 def _anchor_files(data: dict[str, Any], folder: Path) -> None:
@@ -417,6 +425,11 @@ def resolve_paths(job: JobConfig, base: Path) -> JobConfig:
     if prompt is None:
         raise ConfigError(f"prompt.template: template not found: {job.prompt.template}")
     job.prompt.template = str(prompt)
+    if job.engine.chat_template is not None:
+        found = assets.template_path(job.engine.chat_template, "prompts/chat", base)
+        if found is None:
+            raise ConfigError(f"engine.chat_template: template not found: {job.engine.chat_template}")
+        job.engine.chat_template = str(found)
     judge = job.verify.judge
     if judge.enabled:
         found = assets.template_path(judge.template, "verifiers", base)

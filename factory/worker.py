@@ -14,6 +14,7 @@ from factory.engines import Engine, GenerationResult, build_engine
 from factory.metrics import RunStats
 from factory.prompts import PromptRenderer
 from factory.text import clean
+from factory.think import restore_think
 from factory.verify.cascade import Cascade, GenVerdict
 from factory.verify.extract import is_reasoning_complete
 
@@ -120,8 +121,9 @@ class ProblemWorker:
             self.breaker.record(True, result.error)
             return None
         self.breaker.record(False, None)
+        prefilled = self.engine.prefills_think
         for c in result.completions:
-            c.text, bad = clean(c.text or "")
+            c.text, bad = clean(restore_think(c.text or "", prefilled))
             stats.texts_repaired += bool(bad)
         comps = result.completions
         verdicts = await self.cascade.verify(problem["answer"], problem["problem"], [c.text for c in comps],

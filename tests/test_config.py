@@ -38,6 +38,9 @@ def test_overrides_are_typed_and_output_flag_wins(tmp_path):
         (["source.path=/no/such/file.jsonl"], "source.path: file not found: /no/such/file.jsonl"),
         (["prompt.template=missing-template"], "prompt.template: template not found: missing-template"),
         (["engine.backend=openai"], "engine.base_url is required"),
+        (["engine.chat_template=no-such-template"], "engine.chat_template: template not found: no-such-template"),
+        (["engine.backend=openai", "engine.base_url=http://x", "engine.chat_template=deepseek-r1"],
+         "engine.chat_template with backend 'openai' needs engine.tokenizer"),
         (["nokey"], "expected key=value"),
     ],
 )

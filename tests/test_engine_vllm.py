@@ -129,6 +129,26 @@ def test_offline_engine_with_budget_forcing(tmp_path):
         assert t <= 16 + 8
 
 
+def test_r1_template_served_with_budget_forcing(tmp_path):
+    """SmolLM2 served with R1's own template (`--chat-template`, prefilling
+    `<think>`): forcing continues through /v1/completions on the prompt
+    rendered here, and every stored trace holds the whole think block."""
+    job = engine_job(tmp_path, "r1", engine={"backend": "vllm-server", "model": "smollm2-135m", "max_concurrency": 4,
+                                             "chat_template": "deepseek-r1-think"},
+                     sampling={"n": 2, "max_tokens": 48, "temperature": 0.7,
+                               "budget_forcing": {"max_thinking_tokens": 16, "answer_max_tokens": 8}})
+    run_factory("run", job, check=True)
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "r1" / "data" / "*.parquet"), split="train")
+    assert len(ds) == N_PROBLEMS
+    traces = [(g, f) for row in ds for g, f in zip(row["generations"], row["budget_forced"])]
+    assert any(f for _, f in traces), "a 16-token budget must cut some traces"
+    for g, forced in traces:
+        assert g.startswith("<think>\n"), g[:80]
+        if forced:
+            assert "\n</think>\n\n**Final Answer**" in g
+    assert all(row["messages"][1]["content"].startswith("<think>") for row in ds)
+
+
 def test_engine_server_killed_mid_run_is_restarted(tmp_path, reference_run):
     ref_out, _ = reference_run
     job = engine_job(tmp_path, "crash", engine={"backend": "vllm-server", "model": "smollm2-135m", "max_concurrency": 2},

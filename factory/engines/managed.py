@@ -25,7 +25,7 @@ import aiohttp
 
 from factory.config import EngineConfig, SamplingConfig
 from factory.engines.base import EngineDeadError, EngineStartError
-from factory.engines.openai_http import OpenAIEngine, RetryableError
+from factory.engines.openai_http import CHAT, OpenAIEngine, RetryableError
 from factory.models import ensure_model
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,15 @@ class ManagedServerEngine(OpenAIEngine):
     def default_env(self) -> dict[str, str]:
         return {}
 
+    def template_args(self) -> list[str]:
+        return ["--chat-template", self.cfg.chat_template] if self.cfg.chat_template else []
+
     async def start(self) -> None:
         if self.pid_file and reap_stale(self.pid_file):
             log.info("stopped an engine server left behind by an interrupted run")
         self._model_path = await asyncio.to_thread(ensure_model, self.cfg.model)
+        # the template the server applies, applied here too to continue partial answers
+        await self.load_chat_format(self.cfg.tokenizer or self._model_path)
         self._restart_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         await self._launch()
@@ -186,13 +191,13 @@ class ManagedServerEngine(OpenAIEngine):
             self.pid_file.write_text(f"{self.proc.pid}\n")
         await self._wait_healthy(log_path)
 
-    async def _post_once(self, payload: dict):
+    async def _post_once(self, payload: dict, path: str = CHAT):
         if self._dead is not None:
             raise self._dead
         if self._ready is not None:
             await self._ready.wait()  # during a restart, requests wait instead of burning retries
         try:
-            return await super()._post_once(payload)
+            return await super()._post_once(payload, path)
         except RetryableError:
             if self.proc is not None and not self.alive():
                 await self._restart()

@@ -21,8 +21,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from factory.config import ConfigError, EngineConfig, SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult
+from factory.engines.chat_format import ChatFormat
 from factory.think import with_thinking
 
+CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # the endpoint, not the request, is wrong (a key revoked, a model unloaded): the problem is not done
 SETTING_STATUS = {401, 403, 404}
@@ -55,6 +57,11 @@ def _retry_after(headers) -> float | None:
 def _message_text(message: dict) -> str:
     """The trace as R1 writes it, even when a reasoning parser split it off."""
     return with_thinking(message.get("reasoning_content") or message.get("reasoning"), message.get("content") or "")
+
+
+def _choice_text(choice: dict) -> str:
+    """A chat choice's message, or a completions choice's text."""
+    return _message_text(choice["message"]) if "message" in choice else choice["text"]
 
 
 def _stop_reason(choice: dict) -> str | None:
@@ -104,6 +111,7 @@ class OpenAIEngine(Engine):
         self.base_url = (base_url or cfg.base_url or "").rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self.retries = 0
+        self.chat_format: ChatFormat | None = None  # set: partial answers continue as raw text
         self._payload_base = {"model": self.model_name, **self._sampling_body(sampling), **cfg.extra_body}
 
     @staticmethod
@@ -113,7 +121,12 @@ class OpenAIEngine(Engine):
             body["stop"] = sampling.stop
         return body
 
+    async def load_chat_format(self, tokenizer: str) -> None:
+        self.chat_format = await asyncio.to_thread(ChatFormat.load, tokenizer, self.cfg.chat_template)
+
     async def start(self) -> None:
+        if self.chat_format is None and self.cfg.tokenizer:
+            await self.load_chat_format(self.cfg.tokenizer)
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.cfg.max_concurrency, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
@@ -127,9 +140,9 @@ class OpenAIEngine(Engine):
             await self._session.close()
             self._session = None
 
-    async def _post_once(self, payload: dict) -> GenerationResult:
+    async def _post_once(self, payload: dict, path: str = CHAT) -> GenerationResult:
         assert self._session is not None, "engine not started"
-        url = f"{self.base_url}/v1/chat/completions"
+        url = f"{self.base_url}{path}"
         try:
             async with self._session.post(url, json=payload) as resp:
                 body = await resp.read()
@@ -143,7 +156,7 @@ class OpenAIEngine(Engine):
         try:
             data = json.loads(body)
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-            completions = [Completion(_message_text(c["message"]), c.get("finish_reason"),
+            completions = [Completion(_choice_text(c), c.get("finish_reason"),
                                       stop_reason=_stop_reason(c)) for c in choices]
             exact = [len(c["token_ids"]) if isinstance(c.get("token_ids"), list) else None for c in choices]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -161,11 +174,17 @@ class OpenAIEngine(Engine):
         return GenerationResult(completions=completions, prompt_tokens=usage.get("prompt_tokens"))
 
     async def continue_generation(self, messages, partial, sampling):
-        # vLLM's and SGLang's chat endpoints continue a final assistant message.
-        extra = {"continue_final_message": True, "add_generation_prompt": False}
-        return await self.generate([*messages, {"role": "assistant", "content": partial}], sampling, extra)
+        if self.chat_format is not None:
+            # the prompt rendered here + the partial text, as raw completion:
+            # no template can drop the thinking the continuation builds on
+            prompt = self.chat_format.prompt(messages) + partial
+            return await self._send(self._payload(sampling, prompt=prompt), COMPLETIONS)
+        # vLLM's and SGLang's chat endpoints continue a final assistant message
+        # (right for templates that keep an assistant turn whole, as SmolLM2's)
+        return await self._send(self._payload(sampling, messages=[*messages, {"role": "assistant", "content": partial}],
+                                              continue_final_message=True, add_generation_prompt=False), CHAT)
 
-    async def _retry(self, payload: dict, first_error: RetryableError) -> GenerationResult:
+    async def _retry(self, payload: dict, first_error: RetryableError, path: str) -> GenerationResult:
         if self.cfg.max_retries == 0:
             return GenerationResult(error=f"gave up after 1 attempt: {first_error}", transient=True)
         try:
@@ -180,23 +199,28 @@ class OpenAIEngine(Engine):
                     if attempt.retry_state.attempt_number == 1:
                         # first backoff: 0.25-0.75 s with jitter, never less than Retry-After
                         await asyncio.sleep(max(first_error.retry_after or 0, 0.25 + 0.5 * random.random()))
-                    return_value = await self._post_once(payload)
+                    return_value = await self._post_once(payload, path)
             return return_value
         except RetryableError as exc:
             return GenerationResult(error=f"gave up after {self.cfg.max_retries + 1} attempts: {exc}", transient=True)
 
-    async def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig | None = None,
-                       extra: dict | None = None) -> GenerationResult:
-        payload = dict(self._payload_base, messages=messages, **(extra or {}))
+    def _payload(self, sampling: SamplingConfig | None, **fields) -> dict:
+        payload = dict(self._payload_base, **fields)
         if sampling is not None:
             payload.pop("stop", None)
             payload.update(self._sampling_body(sampling))
+        return payload
+
+    async def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig | None = None) -> GenerationResult:
+        return await self._send(self._payload(sampling, messages=messages), CHAT)
+
+    async def _send(self, payload: dict, path: str) -> GenerationResult:
         started = time.perf_counter()
         try:
             # The first attempt outside tenacity: its bookkeeping costs ~15% of
             # the client's time at thousands of requests a second.
-            result = await self._post_once(payload)
+            result = await self._post_once(payload, path)
         except RetryableError as first_error:
-            result = await self._retry(payload, first_error)
+            result = await self._retry(payload, first_error, path)
         result.latency_s = time.perf_counter() - started
         return result

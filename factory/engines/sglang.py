@@ -13,6 +13,7 @@ import sys
 
 from factory.config import SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult, failed_request
+from factory.engines.chat_format import ChatFormat
 from factory.engines.managed import EngineStartError, ManagedServerEngine
 from factory.engines.platform import resolve_dtype
 from factory.models import ensure_model
@@ -52,7 +53,7 @@ class SGLangServerEngine(ManagedServerEngine):
             "--model-path", model_path, "--host", "127.0.0.1", "--port", str(port),
             "--served-model-name", self.model_name, "--random-seed", str(c.seed),
             "--context-length", str(c.max_model_len), "--dtype", resolve_dtype(c.dtype),
-            "--tp-size", str(c.tensor_parallel_size), "--dp-size", str(c.data_parallel_size),
+            "--tp-size", str(c.tensor_parallel_size), "--dp-size", str(c.data_parallel_size), *self.template_args(),
         ]
         if c.gpu_memory_utilization is not None:
             cmd += ["--mem-fraction-static", str(c.gpu_memory_utilization)]
@@ -67,22 +68,21 @@ class SGLangOfflineEngine(Engine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.engine = None
-        self.tokenizer = None
+        self.chat_format: ChatFormat | None = None
 
     async def start(self) -> None:
         _check()
         import sglang
-        from transformers import AutoTokenizer
-
         c = self.cfg
         path = await asyncio.to_thread(ensure_model, c.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.chat_format = await asyncio.to_thread(ChatFormat.load, c.tokenizer or path, c.chat_template)
         kwargs = dict(model_path=path, tp_size=c.tensor_parallel_size, dp_size=c.data_parallel_size,
                       random_seed=c.seed, context_length=c.max_model_len, dtype=resolve_dtype(c.dtype))
         if c.gpu_memory_utilization is not None:
             kwargs["mem_fraction_static"] = c.gpu_memory_utilization
         kwargs.update(c.engine_kwargs)
-        self.engine = await asyncio.to_thread(lambda: sglang.Engine(**kwargs))
+        # built on the main thread, as SGLang expects (it installs signal handlers there)
+        self.engine = sglang.Engine(**kwargs)
 
     async def stop(self) -> None:
         if self.engine is not None:
@@ -109,9 +109,7 @@ class SGLangOfflineEngine(Engine):
         return GenerationResult(comps, prompt_tokens=prompt_tokens)
 
     async def generate(self, messages, sampling: SamplingConfig | None = None) -> GenerationResult:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return await self._generate_text(text, sampling or self.sampling)
+        return await self._generate_text(self.chat_format.prompt(messages), sampling or self.sampling)
 
     async def continue_generation(self, messages, partial, sampling):
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + partial
-        return await self._generate_text(text, sampling)
+        return await self._generate_text(self.chat_format.prompt(messages) + partial, sampling)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from factory.config import SamplingConfig
 from factory.engines.base import Completion, Engine, GenerationResult, failed_request
+from factory.engines.chat_format import ChatFormat
 from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
 from factory.models import ensure_model
 
@@ -23,8 +25,12 @@ from factory.models import ensure_model
 class _Request:
     messages: list[dict[str, str]]
     sampling: SamplingConfig
-    continuing: bool
+    prompt: str | None  # set: a partial answer continued as raw text (chat_format.py says why)
     future: asyncio.Future
+
+    @property
+    def continuing(self) -> bool:
+        return self.prompt is not None
 
 
 class VLLMOfflineEngine(Engine):
@@ -33,6 +39,7 @@ class VLLMOfflineEngine(Engine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.llm = None
+        self.chat_format: ChatFormat | None = None
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
 
@@ -57,6 +64,8 @@ class VLLMOfflineEngine(Engine):
     async def start(self) -> None:
         model_path = await asyncio.to_thread(ensure_model, self.cfg.model)
         self.llm = await asyncio.to_thread(self._make_llm, model_path)
+        template = Path(self.cfg.chat_template).read_text(encoding="utf-8") if self.cfg.chat_template else None
+        self.chat_format = ChatFormat(self.llm.get_tokenizer(), template)
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._loop())
 
@@ -75,17 +84,17 @@ class VLLMOfflineEngine(Engine):
                 await asyncio.to_thread(shutdown)
             del llm
 
-    async def _submit(self, messages, sampling, continuing) -> GenerationResult:
+    async def _submit(self, messages, sampling, prompt=None) -> GenerationResult:
         assert self._queue is not None, "engine not started"
         fut = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(messages, sampling, continuing, fut))
+        await self._queue.put(_Request(messages, sampling, prompt, fut))
         return await fut
 
     async def generate(self, messages, sampling: SamplingConfig | None = None) -> GenerationResult:
-        return await self._submit(messages, sampling or self.sampling, False)
+        return await self._submit(messages, sampling or self.sampling)
 
     async def continue_generation(self, messages, partial, sampling):
-        return await self._submit([*messages, {"role": "assistant", "content": partial}], sampling, True)
+        return await self._submit(messages, sampling, self.chat_format.prompt(messages) + partial)
 
     @staticmethod
     def _params(s: SamplingConfig):
@@ -94,9 +103,11 @@ class VLLMOfflineEngine(Engine):
         return SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=s.stop)
 
     def _chat(self, batch: list[_Request]) -> list:
-        cont = batch[0].continuing
-        return self.llm.chat([r.messages for r in batch], sampling_params=[self._params(r.sampling) for r in batch],
-                             use_tqdm=False, add_generation_prompt=not cont, continue_final_message=cont)
+        params = [self._params(r.sampling) for r in batch]
+        if batch[0].continuing:
+            return self.llm.generate([r.prompt for r in batch], sampling_params=params, use_tqdm=False)
+        return self.llm.chat([r.messages for r in batch], sampling_params=params, use_tqdm=False,
+                             chat_template=self.chat_format.template)
 
     @staticmethod
     def _result(out) -> GenerationResult:

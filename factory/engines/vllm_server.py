@@ -27,7 +27,7 @@ class VLLMServerEngine(ManagedServerEngine):
             "--dtype", resolve_dtype(c.dtype), "--max-model-len", str(c.max_model_len),
             "--served-model-name", self.model_name, "--seed", str(c.seed),
             "--max-num-seqs", str(max(c.max_concurrency * self.sampling.n, 16)),
-            "--tensor-parallel-size", str(c.tensor_parallel_size),
+            "--tensor-parallel-size", str(c.tensor_parallel_size), *self.template_args(),
         ]
         if c.data_parallel_size > 1:
             cmd += ["--data-parallel-size", str(c.data_parallel_size)]

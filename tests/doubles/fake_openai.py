@@ -99,23 +99,30 @@ class Faults:
         return kind, u
 
 
-def _answer(body: dict) -> web.Response:
-    prompt = body["messages"][-1]["content"]
+def _answer(body: dict, prefilled: bool = False) -> web.Response:
+    """A chat reply; `prefilled`: as a model whose template put `<think>` in the prompt writes it (without the tag)."""
+    raw = "prompt" in body  # /v1/completions: budget forcing continues the rendered prompt + partial answer
+    prompt = body["prompt"] if raw else body["messages"][-1]["content"]
     n = int(body.get("n", 1))
-    continuing = bool(body.get("continue_final_message")) and body["messages"][-1]["role"] == "assistant"
-    if continuing:  # budget forcing: finish the assistant's partial answer
+    continuing = raw or bool(body.get("continue_final_message")) and body["messages"][-1]["role"] == "assistant"
+    if continuing and not raw:  # budget forcing: finish the assistant's partial answer
         prompt = body["messages"][-2]["content"]
     choices = []
     max_tokens = int(body.get("max_tokens") or 1 << 30)
     for i in range(n):
         text = "42}$." if continuing else fake_completion(prompt, i)
+        if prefilled and not continuing:
+            text = text.removeprefix("<think>\n")
         words = text.split(" ")
         finish = "stop"
         if len(words) > max_tokens:  # one word = one token here
             text, finish = " ".join(words[:max_tokens]), "length"
-        choices.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
-    usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": sum(len(re.findall(r"\S+", c["message"]["content"])) for c in choices)}
-    return web.Response(text=json.dumps({"id": "fake", "object": "chat.completion", "model": body.get("model"), "choices": choices, "usage": usage}), content_type="application/json")
+        choices.append({"index": i, "finish_reason": finish,
+                        **({"text": text} if raw else {"message": {"role": "assistant", "content": text}})})
+    tokens = sum(len(re.findall(r"\S+", c["text"] if raw else c["message"]["content"])) for c in choices)
+    usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": tokens}
+    kind = "text_completion" if raw else "chat.completion"
+    return web.Response(text=json.dumps({"id": "fake", "object": kind, "model": body.get("model"), "choices": choices, "usage": usage}), content_type="application/json")
 
 
 def _error(status: int, message: str, kind: str) -> web.Response:
@@ -124,12 +131,13 @@ def _error(status: int, message: str, kind: str) -> web.Response:
 
 def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float = 2.0,
              models: list[str] | None = None, api_key: str | None = None,
-             hang_after: int | None = None) -> web.Application:
+             hang_after: int | None = None, prefilled: bool = False) -> web.Application:
     """`models`: what /v1/models lists (any name is answered unless given); `api_key`: 401 without it;
-    `hang_after`: after that many chat requests, nothing (chat or health) is ever answered again."""
+    `hang_after`: after that many chat requests, nothing (chat or health) is ever answered again;
+    `prefilled`: chat replies start inside the thinking. /stats keeps the last raw prompt continued."""
     faults = faults or Faults()
     outcomes = Counter(dict.fromkeys(OUTCOMES, 0))
-    state = {"requests": 0, "outcomes": outcomes}
+    state = {"requests": 0, "outcomes": outcomes, "completions": 0, "last_prompt": None}
 
     def refused(request: web.Request) -> web.Response | None:
         if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
@@ -153,7 +161,11 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
         raw = await request.read()
         try:
             body = json.loads(raw)
-            body["messages"][-1]["content"]
+            if request.path == "/v1/completions":
+                state["completions"] += 1
+                state["last_prompt"] = str(body["prompt"])
+            else:
+                body["messages"][-1]["content"]
             int(body.get("n", 1))
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             outcomes["400"] += 1
@@ -180,7 +192,7 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
         if kind == "garbage":  # a 200 the client cannot use
             text = '{"id": "fake", "choices": [{"ind' if u < 0.5 else json.dumps({"id": "fake", "object": "chat.completion"})
             return web.Response(text=text, content_type="application/json")
-        return _answer(body)
+        return _answer(body, prefilled)
 
     async def health(request: web.Request) -> web.Response:
         await hang_if_due()
@@ -191,6 +203,7 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", chat)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/stats", stats)
@@ -209,6 +222,7 @@ def main() -> None:
     ap.add_argument("--slow-seconds", type=float, default=2.0, help="delay of a 'slow' fault")
     ap.add_argument("--models", default=None, help="comma-separated names served (default: answer any, list 'fake')")
     ap.add_argument("--api-key", default=None, help="answer 401 unless this bearer key is sent")
+    ap.add_argument("--prefilled-think", action="store_true", help="chat replies omit the opening <think> (as after R1's newer templates)")
     ap.add_argument("--hang-after", type=int, default=None, metavar="N", help="hang for good after N chat requests")
     args = ap.parse_args()
     try:
@@ -216,7 +230,7 @@ def main() -> None:
     except ValueError as exc:
         ap.error(str(exc))
     models = [m for m in (args.models or "").split(",") if m] or None
-    web.run_app(make_app(args.latency, faults, args.slow_seconds, models, args.api_key, args.hang_after), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(make_app(args.latency, faults, args.slow_seconds, models, args.api_key, args.hang_after, args.prefilled_think), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":
