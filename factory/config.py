@@ -160,6 +160,14 @@ class EngineConfig(_Strict):
     breaker_failure_rate: float = Field(default=0.5, gt=0.0, le=1.0, description="stop when this share of the window failed")
     startup_timeout_s: float = Field(default=600.0, gt=0)
     extra_args: list[str] = Field(default_factory=list, description="passed to the server untouched")
+    launcher: list[str] = Field(default_factory=list, description="a managed server is started through this command "
+                                "(a wrapper such as taskset, a container runner or a profiler)")
+    host: str = Field(default="127.0.0.1", description="where a managed server listens (a replica spanning nodes "
+                      "uses its node's address)")
+    nnodes: int = Field(default=1, ge=1, description="nodes one engine spans; set by scale: ray when a replica needs "
+                        "more GPUs than a node has (scale.gpus_per_node)")
+    node_rank: int = Field(default=0, ge=0, description="this process's node in an engine spanning nodes (0 serves)")
+    dist_init_addr: str | None = Field(default=None, description="host:port of rank 0, where the nodes of one engine meet")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into every request body")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM / sglang.Engine untouched")
     env: dict[str, str] = Field(default_factory=dict)
@@ -179,6 +187,13 @@ class EngineConfig(_Strict):
         if self.backend == "openai" and self.chat_template and not self.tokenizer:
             raise ValueError("engine.chat_template with backend 'openai' needs engine.tokenizer: the endpoint applies "
                              "its own template, and the factory renders this one only to continue partial answers")
+        if self.nnodes > 1:
+            if self.backend not in ("vllm-server", "sglang-server"):
+                raise ValueError(f"engine.backend {self.backend!r} cannot span nodes (engine.nnodes={self.nnodes}): "
+                                 "use vllm-server or sglang-server")
+            if self.node_rank >= self.nnodes or not self.dist_init_addr:
+                raise ValueError("engine.nnodes > 1 needs engine.dist_init_addr (host:port of rank 0) and "
+                                 "engine.node_rank below engine.nnodes")
         return self
 
 
@@ -228,6 +243,8 @@ class ScaleConfig(_Strict):
     address: str | None = Field(default=None, description="Ray address; unset: RAY_ADDRESS, else a local cluster")
     replicas: int | None = Field(default=None, ge=1, description="engine replicas; unset: one per GPU group, 1 on CPU")
     gpus_per_replica: int | None = Field(default=None, ge=0, description="unset: tensor x data parallel on GPU clusters, 0 on CPU")
+    gpus_per_node: int | None = Field(default=None, ge=1, description="unset: the most GPUs any node of the cluster "
+                                      "has; a replica needing more spans nodes (one engine process per node)")
     replica_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per replica actor (fractional is fine)")
     verifiers: int | None = Field(default=None, ge=1, description="Math-Verify actors; unset: one per replica")
     verifier_cpus: float = Field(default=0.1, gt=0)

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -252,3 +253,93 @@ def test_chunks_shrink_so_every_replica_gets_work():
     assert chunk_size_for(1_000_000, 64, 256, 2) == 256
     assert chunk_size_for(3, 8, 256, 2) == 1
     assert chunk_size_for(0, 2, 256, 2) == 1
+
+
+def test_plan_for_replicas_spanning_nodes():
+    """R1 in FP8 on H100s: TP16 over two 8-GPU nodes per replica."""
+    r1 = JobConfig.model_validate({"source": {"path": "x"}, "scale": {"mode": "ray"},
+                                   "engine": {"backend": "sglang-server", "tensor_parallel_size": 16}})
+    p = plan(r1, {"CPU": 1024, "GPU": 64}, nodes=8, node_gpus=8)
+    assert (p.replicas, p.gpus_per_replica, p.nodes_per_replica, p.gpus_per_bundle) == (4, 16, 2, 8)
+    assert plan(r1, {"CPU": 1024, "GPU": 64}, nodes=4, node_gpus=16).nodes_per_replica == 1  # bigger nodes: one each
+    r1.scale.gpus_per_node = 4
+    assert plan(r1, {"CPU": 1024, "GPU": 64}, nodes=8, node_gpus=8).nodes_per_replica == 4  # the job's word wins
+    r1.scale.gpus_per_node = 6
+    with pytest.raises(RunError, match="a replica of 16 GPUs cannot be split evenly over nodes of 6"):
+        plan(r1, {"CPU": 1024, "GPU": 64}, nodes=8)
+    offline = JobConfig.model_validate({"source": {"path": "x"}, "scale": {"mode": "ray"},
+                                        "engine": {"backend": "vllm-offline", "tensor_parallel_size": 16}})
+    with pytest.raises(RunError, match="engine.backend 'vllm-offline' cannot: use vllm-server or sglang-server"):
+        plan(offline, {"CPU": 1024, "GPU": 64}, nodes=8, node_gpus=8)
+
+
+@pytest.mark.parametrize("backend, meet_flags", [
+    ("vllm-server", ["--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29500",
+                     "--distributed-executor-backend", "mp"]),
+    ("sglang-server", ["--nnodes", "2", "--node-rank", "1", "--dist-init-addr", "10.0.0.1:29500"]),
+])
+def test_engine_command_for_a_rank_of_an_engine_spanning_nodes(backend, meet_flags):
+    from factory.config import EngineConfig, SamplingConfig
+    from factory.engines import BACKENDS
+
+    cfg = EngineConfig(backend=backend, tensor_parallel_size=16, nnodes=2, node_rank=1, dist_init_addr="10.0.0.1:29500",
+                       host="10.0.0.2", launcher=["taskset", "-c", "0-7"])
+    cmd = BACKENDS[backend](cfg, SamplingConfig()).full_command("/models/r1", 8000)
+    assert cmd[:3] == ["taskset", "-c", "0-7"] and cmd[-len(meet_flags):] == meet_flags
+    assert cmd[cmd.index("--host") + 1] == "10.0.0.2"
+    if backend == "vllm-server":  # ranks above 0 run vLLM headless (no API server)
+        assert cmd[cmd.index("-m") + 1] == "factory.engines.vllm_headless"
+        assert "uni" not in cmd
+        cfg.node_rank = 0
+        rank0 = BACKENDS[backend](cfg, SamplingConfig()).full_command("/models/r1", 8000)
+        assert rank0[rank0.index("-m") + 1] == "vllm.entrypoints.openai.api_server"
+    with pytest.raises(ValueError, match="needs engine.dist_init_addr"):
+        EngineConfig(backend=backend, nnodes=2)
+
+
+@needs_ray
+def test_replica_spans_two_ray_nodes_with_ranks_and_meeting_address(tmp_path):
+    """A two-node Ray cluster on this machine (one declared GPU per node): a
+    replica needing 2 GPUs is placed STRICT_SPREAD, one engine process per
+    node; the stand-in engine checks the ranks and the meeting address and
+    does the handshake, then rank 0 serves the run."""
+    import cluster
+    from factory.engines.managed import free_port
+
+    shims = cluster.install_shims(tmp_path / "shims")
+    import shutil
+    import tempfile
+
+    nodes = Path(tempfile.mkdtemp(prefix="rf-", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
+    env = cluster.slurm_env(shims, nodes, 2, free_port() // 1000 * 1000 % 40000 + 10000)
+    port = free_port()
+    records = tmp_path / "records"
+    try:
+        head = cluster.srun(env, "node0", "ray", "start", "--head", f"--port={port}", "--num-gpus=1",
+                            "--include-dashboard=false", "--disable-usage-stats")
+        assert head.returncode == 0, head.stderr
+        worker = cluster.srun(env, "node1", "ray", "start", f"--address=127.0.0.1:{port}", "--num-gpus=1",
+                              "--disable-usage-stats")
+        assert worker.returncode == 0, worker.stderr
+        out = tmp_path / "out"
+        job = fake_job(tmp_path, "http://unused", out, rows=None,
+                       engine={"backend": "vllm-server", "model": "smollm2-135m", "tensor_parallel_size": 2,
+                               "launcher": [str(cluster.BIN / "python"), str(ROOT / "tests" / "doubles" / "standin_engine.py")],
+                               "env": {"STANDIN_RECORD_DIR": str(records)}, "startup_timeout_s": 180},
+                       scale={"mode": "ray", "chunk_size": 10, "replica_cpus": 0.2, "verifiers": 1})
+        proc = run_factory("run", job, "--ray", f"127.0.0.1:{port}", env=env, timeout=600)
+    finally:
+        cluster.ray_stop(env)
+        shutil.rmtree(nodes, ignore_errors=True)
+    log = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 0, log[-3000:]
+    assert "scale: 1 replica(s) x 2 GPU(s) (2 nodes of 1 each)" in log
+    spans = re.findall(r"spanning nodes (\w+), (\w+)", log)
+    assert len(spans) == 1 and spans[0][0] != spans[0][1]  # two Ray nodes
+    got = sorted((json.loads(f.read_text()) for f in records.glob("rank-*.json")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in got] == [0, 1] and all(r["nnodes"] == 2 for r in got)
+    assert got[0]["meet"] == got[1]["meet"] and got[0]["heard_ranks"] == [1]
+    assert got[0]["serve"].split(":")[0] == got[0]["meet"].split(":")[0]  # rank 0 serves on its node's address
+    assert got[0]["module"] == "vllm.entrypoints.openai.api_server" and got[1]["module"] == "factory.engines.vllm_headless"
+    assert all(r["cuda_visible_devices"] for r in got)  # each rank holds its node's GPU
+    assert len(set(read_uuids(out))) == len(read_uuids(out)) == SAMPLE_PROBLEMS

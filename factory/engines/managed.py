@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 __all__ = ["EngineDeadError", "EngineStartError", "ManagedServerEngine", "free_port"]
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -96,7 +96,7 @@ class ManagedServerEngine(OpenAIEngine):
     health_path = "/health"
 
     def __init__(self, cfg: EngineConfig, sampling: SamplingConfig, run_dir: Path | None = None):
-        super().__init__(cfg, sampling, base_url="http://127.0.0.1:0")
+        super().__init__(cfg, sampling, base_url=f"http://{cfg.host}:0")
         self.run_dir = run_dir
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
@@ -128,12 +128,27 @@ class ManagedServerEngine(OpenAIEngine):
     def template_args(self) -> list[str]:
         return ["--chat-template", self.cfg.chat_template] if self.cfg.chat_template else []
 
+    def node_args(self) -> list[str]:  # pragma: no cover - abstract
+        """The flags that make this process rank `node_rank` of an engine spanning `nnodes` nodes."""
+        raise NotImplementedError
+
+    def full_command(self, model_path: str, port: int) -> list[str]:
+        """What is started: the launcher, the server and, across nodes, its rank."""
+        cmd = self.command(model_path, port)
+        if self.cfg.nnodes > 1:
+            cmd += self.node_args()
+        return [*self.cfg.launcher, *cmd]
+
     async def start(self) -> None:
         if self.pid_file and reap_stale(self.pid_file):
             log.info("stopped an engine server left behind by an interrupted run")
         self._model_path = await asyncio.to_thread(ensure_model, self.cfg.model)
         # the template the server applies, applied here too to continue partial answers
-        await self.load_chat_format(self.cfg.tokenizer or self._model_path)
+        try:
+            await self.load_chat_format(self.cfg.tokenizer or self._model_path)
+        except (OSError, ValueError) as exc:
+            log.warning(f"no tokenizer at {self.cfg.tokenizer or self._model_path} ({type(exc).__name__}): partial "
+                        "answers are continued through the chat API, which R1's template rewrites (engine.tokenizer)")
         self._restart_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         await self._launch()
@@ -172,24 +187,35 @@ class ManagedServerEngine(OpenAIEngine):
                     return
 
     async def _launch(self) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.port = free_port(self.cfg.host)
+        self.base_url = f"http://{self.cfg.host}:{self.port}"
         log_path = (self.run_dir / "engine.log") if self.run_dir else Path(os.devnull)
         if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log_fh = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.command(self._model_path, self.port),
-            stdout=self._log_fh,
+        self.proc = self._spawn(self._model_path, self.port, self._log_fh)
+        if self.pid_file:
+            self.pid_file.write_text(f"{self.proc.pid}\n")
+        await self._wait_healthy(log_path)
+
+    def _spawn(self, model_path: str, port: int, log_fh) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.full_command(model_path, port),
+            stdout=log_fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self._env(),
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
-        if self.pid_file:
-            self.pid_file.write_text(f"{self.proc.pid}\n")
-        await self._wait_healthy(log_path)
+
+    def launch_node(self, log_path: Path) -> subprocess.Popen:
+        """Start this engine as a rank above 0 of an engine spanning nodes:
+        its share of the model, no API; the caller watches and stops it."""
+        assert self.cfg.node_rank > 0, "rank 0 is started by start() and serves"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as fh:
+            return self._spawn(ensure_model(self.cfg.model), free_port(self.cfg.host), fh)
 
     async def _post_once(self, payload: dict, path: str = CHAT):
         if self._dead is not None:

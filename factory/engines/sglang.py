@@ -50,7 +50,7 @@ class SGLangServerEngine(ManagedServerEngine):
         c = self.cfg
         cmd = [
             sys.executable, "-m", "sglang.launch_server",
-            "--model-path", model_path, "--host", "127.0.0.1", "--port", str(port),
+            "--model-path", model_path, "--host", c.host, "--port", str(port),
             "--served-model-name", self.model_name, "--random-seed", str(c.seed),
             "--context-length", str(c.max_model_len), "--dtype", resolve_dtype(c.dtype),
             "--tp-size", str(c.tensor_parallel_size), "--dp-size", str(c.data_parallel_size), *self.template_args(),
@@ -58,6 +58,11 @@ class SGLangServerEngine(ManagedServerEngine):
         if c.gpu_memory_utilization is not None:
             cmd += ["--mem-fraction-static", str(c.gpu_memory_utilization)]
         return cmd + list(c.extra_args)
+
+    def node_args(self) -> list[str]:
+        # every rank runs launch_server; only rank 0 answers HTTP (SGLang's multi-node docs)
+        return ["--nnodes", str(self.cfg.nnodes), "--node-rank", str(self.cfg.node_rank),
+                "--dist-init-addr", self.cfg.dist_init_addr or ""]
 
 
 class SGLangOfflineEngine(Engine):

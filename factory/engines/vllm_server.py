@@ -21,9 +21,11 @@ class VLLMServerEngine(ManagedServerEngine):
     def command(self, model_path: str, port: int) -> list[str]:
         c = self.cfg
         # The `vllm serve` console script is broken in the CPU build; the module works everywhere.
+        # ranks above 0 of an engine spanning nodes serve nothing: `vllm serve --headless`
+        module = "factory.engines.vllm_headless" if c.node_rank > 0 else "vllm.entrypoints.openai.api_server"
         cmd = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", model_path, "--host", "127.0.0.1", "--port", str(port),
+            sys.executable, "-m", module,
+            "--model", model_path, "--host", c.host, "--port", str(port),
             "--dtype", resolve_dtype(c.dtype), "--max-model-len", str(c.max_model_len),
             "--served-model-name", self.model_name, "--seed", str(c.seed),
             "--max-num-seqs", str(max(c.max_concurrency * self.sampling.n, 16)),
@@ -39,8 +41,14 @@ class VLLMServerEngine(ManagedServerEngine):
             cmd += ["--distributed-executor-backend", "uni"]
         return cmd + [a for a in c.extra_args if a != "--no-enforce-eager"]
 
+    def node_args(self) -> list[str]:
+        # vLLM's own multi-node way without Ray: multiprocessing workers on each node, joined over torch.distributed
+        addr, _, port = (self.cfg.dist_init_addr or "").rpartition(":")
+        return ["--nnodes", str(self.cfg.nnodes), "--node-rank", str(self.cfg.node_rank),
+                "--master-addr", addr, "--master-port", port, "--distributed-executor-backend", "mp"]
+
     def _single_process(self) -> bool:
-        return single_process_cpu_engine(self.cfg.tensor_parallel_size, self.cfg.data_parallel_size)
+        return self.cfg.nnodes == 1 and single_process_cpu_engine(self.cfg.tensor_parallel_size, self.cfg.data_parallel_size)
 
     def default_env(self) -> dict[str, str]:
         env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}

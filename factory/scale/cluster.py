@@ -9,12 +9,12 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from factory.config import JobConfig
 from factory.driver import RunError
-from factory.scale.replica import EngineReplica
+from factory.scale.replica import EngineNode, EngineReplica
 from factory.scale.scheduler import Chunk, ReplicaBackend
 
 log = logging.getLogger(__name__)
@@ -86,16 +86,23 @@ class Plan:
     verifiers: int
     verifier_cpus: float
     nodes: int = 1
+    nodes_per_replica: int = 1  # > 1: one engine process per node, rank 0 serving (STRICT_SPREAD)
 
     @property
     def replicas_per_node(self) -> int:
         """CPU replicas are spread over nodes; those sharing one split its cores."""
         return -(-self.replicas // max(1, self.nodes))
 
+    @property
+    def gpus_per_bundle(self) -> int:
+        """GPUs each of a replica's processes holds: all of them, or a node's share."""
+        return self.gpus_per_replica // self.nodes_per_replica
 
-def plan(job: JobConfig, resources: dict[str, float], nodes: int = 1) -> Plan:
+
+def plan(job: JobConfig, resources: dict[str, float], nodes: int = 1, node_gpus: int | None = None) -> Plan:
     """Replica count and resources from the job and the cluster; a clear
-    error where they cannot fit (Ray would otherwise wait forever)."""
+    error where they cannot fit (Ray would otherwise wait forever).
+    `node_gpus`: the most GPUs one node has (scale.gpus_per_node overrides)."""
     sc, eng = job.scale, job.engine
     cluster_gpus, cluster_cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 0))
     gpus = sc.gpus_per_replica
@@ -105,6 +112,16 @@ def plan(job: JobConfig, resources: dict[str, float], nodes: int = 1) -> Plan:
     if eng.backend.startswith("sglang") and gpus == 0:
         raise RunError("scale: SGLang replicas need GPUs, and this Ray cluster has none "
                        "(set scale.gpus_per_replica on a GPU cluster)")
+    per_node = sc.gpus_per_node or node_gpus or gpus
+    spans = 1
+    if gpus > per_node:
+        if gpus % per_node:
+            raise RunError(f"scale: a replica of {gpus} GPUs cannot be split evenly over nodes of {per_node} "
+                           "(scale.gpus_per_node); make it a multiple")
+        spans = gpus // per_node
+        if eng.backend not in ("vllm-server", "sglang-server"):
+            raise RunError(f"scale: a replica of {gpus} GPUs spans {spans} nodes of {per_node}, and engine.backend "
+                           f"{eng.backend!r} cannot: use vllm-server or sglang-server")
     replicas = sc.replicas
     if replicas is None:
         replicas = cluster_gpus // gpus if gpus else max(1, nodes)  # CPU: one engine per node
@@ -120,13 +137,14 @@ def plan(job: JobConfig, resources: dict[str, float], nodes: int = 1) -> Plan:
         raise RunError(f"scale: {replicas} replicas x {sc.replica_cpus} CPU + {verifiers} verifiers x "
                        f"{sc.verifier_cpus} CPU need {need:g} CPUs; the cluster has {cluster_cpus:g} "
                        f"(lower scale.replica_cpus / scale.verifier_cpus)")
-    return Plan(replicas, gpus, sc.replica_cpus, verifiers, sc.verifier_cpus, max(1, nodes))
+    return Plan(replicas, gpus, sc.replica_cpus, verifiers, sc.verifier_cpus, max(1, nodes), spans)
 
 
 @dataclass
 class _RayHandle:
     actor: Any
     pg: Any = None
+    nodes: list = field(default_factory=list)  # EngineNode actors: ranks 1.. of an engine spanning nodes
 
 
 class RayBackend(ReplicaBackend):
@@ -144,31 +162,59 @@ class RayBackend(ReplicaBackend):
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         p = self.plan
-        opts: dict[str, Any] = {"num_cpus": p.replica_cpus, "num_gpus": p.gpus_per_replica,
+        opts: dict[str, Any] = {"num_cpus": p.replica_cpus, "num_gpus": p.gpus_per_bundle,
                                 "max_concurrency": self.max_calls}
         handle = _RayHandle(None)
         if not p.gpus_per_replica:
             opts["scheduling_strategy"] = "SPREAD"  # CPU engines: one per node before doubling up
         if p.gpus_per_replica:
-            # one bundle: all of a replica's GPUs on one node, for tensor parallelism
-            handle.pg = placement_group([{"GPU": p.gpus_per_replica, "CPU": p.replica_cpus}], strategy="STRICT_PACK")
+            # one bundle: all of a replica's GPUs on one node, for tensor parallelism;
+            # a replica larger than a node: one bundle per node, each on its own node
+            spread = p.nodes_per_replica > 1
+            bundles = [{"GPU": p.gpus_per_bundle, "CPU": p.replica_cpus}] * p.nodes_per_replica
+            handle.pg = placement_group(bundles, strategy="STRICT_SPREAD" if spread else "STRICT_PACK")
             try:
                 await asyncio.wait_for(handle.pg.ready(), self.timeout_s)
             except asyncio.TimeoutError:
                 ray.util.remove_placement_group(handle.pg)
-                raise RunError(f"replica {index}: no node could give {p.gpus_per_replica} GPU(s) within "
+                where = f"{p.nodes_per_replica} nodes with {p.gpus_per_bundle} GPU(s) each" if spread else \
+                    f"a node with {p.gpus_per_replica} GPU(s)"
+                raise RunError(f"replica {index}: the cluster could not give {where} within "
                                f"{self.timeout_s:g} s (scale.start_timeout_s)") from None
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(handle.pg, placement_group_bundle_index=0)
         handle.actor = ray.remote(self.actor_cls).options(**opts).remote(self.job_json, index, self.verifiers, self.plan.replicas_per_node)
         try:
-            info = await asyncio.wait_for(handle.actor.start.remote(), self.timeout_s)
+            spans = None
+            if p.nodes_per_replica > 1:
+                spans = await self._start_nodes(handle, index)
+            ready = handle.actor.start.remote(spans) if spans else handle.actor.start.remote()
+            info = await asyncio.wait_for(ready, self.timeout_s)
         except BaseException:
             await self.kill(handle)
             raise
         node = f", Ray node {info['node_id'][:12]}" if info.get("node_id") else ""
+        if handle.nodes:
+            node += f", spanning nodes {', '.join(n[:12] for n in spans['node_ids'])}"
         log.info(f"replica {index} ready on {info['node']}{node} (pid {info['pid']}"
                  f"{', GPUs ' + info['gpus'] if info['gpus'] else ''})")
         return handle
+
+    async def _start_nodes(self, handle: _RayHandle, index: int) -> dict[str, Any]:
+        """Ranks 1.. of the replica's engine, one per bundle, told where rank 0
+        (the replica actor, bundle 0) will listen for them."""
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        p = self.plan
+        addr, head_node = await asyncio.wait_for(handle.actor.head_address.remote(), self.timeout_s)
+        ids = [head_node]
+        for rank in range(1, p.nodes_per_replica):
+            strategy = PlacementGroupSchedulingStrategy(handle.pg, placement_group_bundle_index=rank)
+            actor = ray.remote(EngineNode).options(num_cpus=min(p.replica_cpus, 0.1), num_gpus=p.gpus_per_bundle,
+                                                   scheduling_strategy=strategy).remote(self.job_json, index, rank)
+            handle.nodes.append(actor)
+            ids.append(await asyncio.wait_for(actor.start.remote(p.nodes_per_replica, addr), self.timeout_s))
+        return {"nnodes": p.nodes_per_replica, "dist_init_addr": addr, "node_ids": ids}
 
     async def process(self, handle: _RayHandle, chunk: Chunk) -> dict[str, Any]:
         return await handle.actor.process_chunk.remote(chunk.shard, chunk.problems)
@@ -176,8 +222,9 @@ class RayBackend(ReplicaBackend):
     async def kill(self, handle: _RayHandle) -> None:
         import ray
 
-        if handle.actor is not None:
-            ray.kill(handle.actor, no_restart=True)
+        for actor in [*handle.nodes, handle.actor]:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
         if handle.pg is not None:
             ray.util.remove_placement_group(handle.pg)
 

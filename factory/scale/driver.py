@@ -33,9 +33,12 @@ class RayDriver(Driver):
         owned = connect(sc.address)  # main thread: Ray installs signal handlers
         coord = None
         try:
-            p = plan(job, ray.cluster_resources(), sum(n["Alive"] for n in ray.nodes()))
+            alive = [n for n in ray.nodes() if n["Alive"]]
+            node_gpus = max((int(n["Resources"].get("GPU", 0)) for n in alive), default=0) or None
+            p = plan(job, ray.cluster_resources(), len(alive), node_gpus)
             size = chunk_size_for(run.total or 0, p.replicas, sc.chunk_size, sc.inflight_chunks)
-            log.info(f"scale: {p.replicas} replica(s) x {p.gpus_per_replica} GPU(s), {p.verifiers} verifier(s), "
+            spans = f" ({p.nodes_per_replica} nodes of {p.gpus_per_bundle} each)" if p.nodes_per_replica > 1 else ""
+            log.info(f"scale: {p.replicas} replica(s) x {p.gpus_per_replica} GPU(s){spans}, {p.verifiers} verifier(s), "
                     f"chunks of {size} problems, {sc.inflight_chunks} in flight per replica")
             verifier_cls = ray.remote(VerifierActor).options(num_cpus=p.verifier_cpus, max_restarts=-1,
                                                              max_task_retries=3)

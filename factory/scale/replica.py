@@ -12,7 +12,8 @@ import socket
 import time
 from typing import Any
 
-from factory.config import JobConfig, VerifyConfig
+from factory.config import EngineConfig, JobConfig, VerifyConfig
+from factory.engines.managed import free_port, kill_group
 from factory.logs import log_to_stdout
 from factory.metrics import RunStats
 from factory.store.shards import part_name, write_shard
@@ -67,9 +68,23 @@ class EngineReplica:
         self.node: str | None = None
         self.sem: asyncio.Semaphore | None = None
 
-    async def start(self) -> dict[str, Any]:
+    def head_address(self) -> tuple[str, str]:
+        """Where the ranks of an engine spanning nodes meet (this node, a free
+        port), and this node's Ray id."""
         import ray
 
+        ip = ray.util.get_node_ip_address()
+        return f"{ip}:{free_port(ip)}", ray.get_runtime_context().get_node_id()
+
+    async def start(self, spans: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`spans`: this replica's engine spans nodes; this actor runs rank 0
+        (serving, on this node's address) after the other ranks were started."""
+        import ray
+
+        if spans:
+            # rank 0 alone cannot rejoin the others: a failure replaces the whole replica (max_restarts 0)
+            self.job.engine = node_engine(self.job.engine, spans["nnodes"], 0, spans["dist_init_addr"],
+                                          spans["dist_init_addr"].rpartition(":")[0], max_restarts=0)
         self._pin_cpu_engine()
         run_dir = self.out / "ray" / f"replica-{self.index}"
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,3 +160,39 @@ class EngineReplica:
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
+
+
+def node_engine(eng: EngineConfig, nnodes: int, rank: int, addr: str, host: str, **more) -> EngineConfig:
+    """The engine settings of one rank of an engine spanning nodes, checked as a whole."""
+    return EngineConfig.model_validate({**eng.model_dump(), "nnodes": nnodes, "node_rank": rank,
+                                        "dist_init_addr": addr, "host": host, **more})
+
+
+class EngineNode:
+    """Rank k > 0 of a replica whose engine spans nodes: the engine's process
+    on this node (its share of the model, no API), until the replica is
+    killed. Its log is `ray/replica-I/node-K.log` in the output folder."""
+
+    def __init__(self, job_json: str, index: int, rank: int):
+        self.job = JobConfig.model_validate_json(job_json)
+        self.index, self.rank = index, rank
+        self.proc = None
+
+    def start(self, nnodes: int, dist_init_addr: str) -> str:
+        import ray
+
+        from factory.engines import BACKENDS
+
+        eng = node_engine(self.job.engine, nnodes, self.rank, dist_init_addr, ray.util.get_node_ip_address())
+        engine = BACKENDS[eng.backend](eng, self.job.sampling)
+        log = self.job.output.dir / "ray" / f"replica-{self.index}" / f"node-{self.rank}.log"
+        self.proc = engine.launch_node(log)
+        return ray.get_runtime_context().get_node_id()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc.pid, 10.0, self.proc)
+            self.proc = None
