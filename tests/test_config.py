@@ -152,3 +152,19 @@ def test_templates_relative_to_the_job_file_work_at_run_time(tmp_path, monkeypat
     judge = LLMJudge(job.verify.judge, engine=None)
     assert judge.prompt("p", "2", "3", "x").startswith("MY JUDGE 2 3")
     assert prompt_text(job.model_dump(mode="json")) == "MY PROMPT {{ problem }}"
+
+
+R1_FP8_GB = 690  # DeepSeek-R1's weights in FP8 (671B parameters)
+
+
+@pytest.mark.parametrize("job_file, gpu_gb, replicas, nodes_per_replica", [
+    ("openr1-math.yaml", 80, 32, 2),  # 64 8xH100 nodes: TP16 over two nodes per replica
+    ("openr1-math-h200.yaml", 141, 64, 1),  # 64 8xH200 nodes: one node per replica
+])
+def test_recipe_fits_its_hardware(job_file, gpu_gb, replicas, nodes_per_replica):
+    from factory.scale import plan
+
+    job = load_job(ROOT / "jobs" / job_file)
+    p = plan(job, {"CPU": 64 * 128, "GPU": 64 * 8}, nodes=64, node_gpus=8)
+    assert (p.replicas, p.nodes_per_replica) == (replicas, nodes_per_replica)
+    assert p.gpus_per_replica * gpu_gb * job.engine.gpu_memory_utilization > R1_FP8_GB * 1.2  # weights + KV room
