@@ -147,7 +147,13 @@ class EngineConfig(_Strict):
     tensor_parallel_size: int = Field(default=1, ge=1)
     data_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
-    enforce_eager: bool = Field(default=True, description="skip graph capture/compilation: faster start, the CPU default")
+    enforce_eager: bool | None = Field(default=None, description="skip graph capture/compilation; unset: eager on "
+                                       "CPU (faster start), CUDA graphs on GPU (faster decoding)")
+    max_num_seqs: int | None = Field(default=None, ge=1, description="sequences the engine schedules at once; unset: "
+                                     "on CPU max_concurrency x n (at least 16), on GPU the engine's own throughput default")
+    batching: Literal["auto", "static", "continuous"] = Field(
+        default="auto", description="vllm-offline: continuous (vLLM's async engine: each request joins the running "
+        "batch) or static (LLM.chat on what queued up); auto: continuous on GPU, static on CPU")
     max_restarts: int = Field(default=3, ge=0, description="restarts of a managed server that dies or hangs mid-run, or rebuilds of an in-process engine that dies")
     hang_timeout_s: float = Field(default=120.0, gt=0, description="a managed server failing its health check this long is restarted")
     health_interval_s: float = Field(default=10.0, gt=0, description="how often the watchdog checks a managed server")

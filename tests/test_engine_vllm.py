@@ -114,9 +114,12 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference_run):
     assert set(partial) <= set(resumed)
 
 
-def test_offline_engine_with_budget_forcing(tmp_path):
-    """vllm.LLM in process, batched; thinking capped at 16 tokens then forced."""
-    job = engine_job(tmp_path, "offline", engine={"backend": "vllm-offline", "model": "smollm2-135m", "max_concurrency": 8},
+@pytest.mark.parametrize("batching", ["static", "continuous"])
+def test_offline_engine_with_budget_forcing(tmp_path, batching):
+    """vLLM in process, batched (vllm.LLM) or continuously (AsyncLLM, the GPU
+    default); thinking capped at 16 tokens then forced."""
+    job = engine_job(tmp_path, "offline", engine={"backend": "vllm-offline", "model": "smollm2-135m", "max_concurrency": 8,
+                                                  "batching": batching},
                      sampling={"n": 2, "max_tokens": 64, "temperature": 0.7,
                                "budget_forcing": {"max_thinking_tokens": 16, "answer_max_tokens": 8}})
     run_factory("run", job, check=True)

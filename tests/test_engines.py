@@ -232,3 +232,58 @@ def test_shipped_r1_template_is_the_real_one(tmp_path):
     assert shipped == real
     think = (ROOT / "prompts" / "chat" / "deepseek-r1-think.jinja").read_text(encoding="utf-8")
     assert think == real.replace("{{'<｜Assistant｜>'}}{% endif %}", "{{'<｜Assistant｜><think>\\n'}}{% endif %}")
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_gpu_defaults_differ_from_cpu_defaults(monkeypatch, gpu):
+    """Unset, the engine settings follow the device: eager and a scheduler
+    sized to what is in flight on CPU; CUDA graphs and the engine's own
+    throughput-sized batch on GPU, continuous batching offline."""
+    from factory.engines import platform, vllm_offline
+    from factory.engines.vllm_offline import VLLMAsyncEngine, VLLMOfflineEngine, offline_engine_class
+
+    for module in (platform, vllm_offline):
+        monkeypatch.setattr(module, "on_gpu", lambda: gpu)
+    cfg = EngineConfig(model="m", max_concurrency=32)
+    cmd = VLLMServerEngine(cfg, SamplingConfig(n=4)).command("/models/m", 8000)
+    assert ("--enforce-eager" in cmd) == (not gpu)
+    assert (cmd[cmd.index("--max-num-seqs") + 1] == "128") if not gpu else "--max-num-seqs" not in cmd
+    assert offline_engine_class("auto") is (VLLMAsyncEngine if gpu else VLLMOfflineEngine)
+    assert offline_engine_class("static") is VLLMOfflineEngine and offline_engine_class("continuous") is VLLMAsyncEngine
+    kwargs = VLLMOfflineEngine(cfg, SamplingConfig(n=4))._engine_kwargs("/models/m")
+    assert kwargs["enforce_eager"] == (not gpu) and kwargs.get("max_num_seqs") == (None if gpu else 128)
+    mine = EngineConfig(model="m", enforce_eager=True, max_num_seqs=512)  # the job's word wins on any device
+    cmd = VLLMServerEngine(mine, SamplingConfig(n=4)).command("/models/m", 8000)
+    assert "--enforce-eager" in cmd and cmd[cmd.index("--max-num-seqs") + 1] == "512"
+    sg = SGLangServerEngine(mine, SamplingConfig()).command("/models/m", 8000)
+    assert "--disable-cuda-graph" in sg and sg[sg.index("--max-running-requests") + 1] == "512"
+    assert "--disable-cuda-graph" not in SGLangServerEngine(cfg, SamplingConfig()).command("/models/m", 8000)
+
+
+def test_sglang_server_counts_tokens_per_sample(fake_server):
+    """n samples go as n requests of one, so each sample's token count is its
+    own (SGLang's usage is one total per request)."""
+    import asyncio
+    import re
+
+    from factory.engines.openai_http import OpenAIEngine
+
+    import json
+    import urllib.request
+
+    url = fake_server()
+
+    async def go():
+        engine = SGLangServerEngine(EngineConfig(backend="sglang-server", model="fake"), SamplingConfig(n=3, max_tokens=64))
+        engine.base_url = url
+        await OpenAIEngine.start(engine)  # the HTTP client alone: no SGLang server here
+        try:
+            return await engine.generate([{"role": "user", "content": "What is 6 times 7?"}])
+        finally:
+            await OpenAIEngine.stop(engine)
+
+    result = asyncio.run(go())
+    assert result.error is None and len(result.completions) == 3
+    assert json.loads(urllib.request.urlopen(f"{url}/stats", timeout=5).read())["requests"] == 3
+    for c in result.completions:
+        assert c.completion_tokens == len(re.findall(r"\S+", c.text))

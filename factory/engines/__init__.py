@@ -13,7 +13,7 @@ from factory.engines.managed import ManagedServerEngine
 from factory.engines.openai_http import OpenAIEngine
 from factory.engines.rebuild import RebuildingEngine
 from factory.engines.sglang import SGLangOfflineEngine, SGLangServerEngine
-from factory.engines.vllm_offline import VLLMOfflineEngine
+from factory.engines.vllm_offline import VLLMOfflineEngine, offline_engine_class
 from factory.engines.vllm_server import VLLMServerEngine
 
 __all__ = ["Completion", "Engine", "GenerationResult", "build_engine"]
@@ -32,6 +32,8 @@ def build_engine(cfg: EngineConfig, sampling: SamplingConfig, run_dir: Path | No
     cls = BACKENDS.get(cfg.backend)
     if cls is None:
         raise ValueError(f"engine.backend: unknown backend {cfg.backend!r}")
+    if cls is VLLMOfflineEngine:
+        cls = offline_engine_class(cfg.batching)
     # managed servers keep their pid file and log in the run folder
     if issubclass(cls, ManagedServerEngine):
         engine: Engine = cls(cfg, sampling, run_dir=run_dir)

@@ -79,3 +79,15 @@ def single_process_cpu_engine(tensor_parallel: int = 1, data_parallel: int = 1) 
 
 # vLLM's switch for the engine core in the calling process (its V1 engine)
 INPROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+def gpu_defaults(enforce_eager: bool | None, max_num_seqs: int | None, cpu_seqs: int) -> tuple[bool, int | None]:
+    """Settings left unset, by device: a CPU runs eager (graph capture buys
+    nothing there and costs start time) with the scheduler sized to what is
+    in flight; a GPU captures CUDA graphs and keeps the engine's own batch
+    size (vLLM 256-1024 by GPU, SGLang by memory), sized for throughput.
+    Returns (eager, max_num_seqs or None for the engine's own)."""
+    gpu = on_gpu()
+    eager = (not gpu) if enforce_eager is None else enforce_eager
+    seqs = max_num_seqs if max_num_seqs is not None else (None if gpu else max(cpu_seqs, 16))
+    return eager, seqs

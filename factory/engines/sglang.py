@@ -46,6 +46,21 @@ class SGLangServerEngine(ManagedServerEngine):
         _check()
         await super().start()
 
+    async def generate(self, messages, sampling: SamplingConfig | None = None) -> GenerationResult:
+        """n samples as n requests of one: SGLang reports one token total for
+        a request, and each sample's own count is what the dataset stores.
+        Its radix cache shares the prompt's prefill between them."""
+        s = sampling or self.sampling
+        if s.n == 1:
+            return await super().generate(messages, s)
+        one = s.model_copy(update={"n": 1})
+        parts = await asyncio.gather(*(super(SGLangServerEngine, self).generate(messages, one) for _ in range(s.n)))
+        failed = next((r for r in parts if r.error or r.transient), None)
+        if failed is not None:
+            return failed
+        return GenerationResult([c for r in parts for c in r.completions], prompt_tokens=parts[0].prompt_tokens,
+                                latency_s=max(r.latency_s for r in parts))
+
     def command(self, model_path: str, port: int) -> list[str]:
         c = self.cfg
         cmd = [
@@ -57,6 +72,10 @@ class SGLangServerEngine(ManagedServerEngine):
         ]
         if c.gpu_memory_utilization is not None:
             cmd += ["--mem-fraction-static", str(c.gpu_memory_utilization)]
+        if c.max_num_seqs is not None:
+            cmd += ["--max-running-requests", str(c.max_num_seqs)]
+        if c.enforce_eager:  # SGLang captures CUDA graphs unless told not to
+            cmd.append("--disable-cuda-graph")
         return cmd + list(c.extra_args)
 
     def node_args(self) -> list[str]:
@@ -85,6 +104,10 @@ class SGLangOfflineEngine(Engine):
                       random_seed=c.seed, context_length=c.max_model_len, dtype=resolve_dtype(c.dtype))
         if c.gpu_memory_utilization is not None:
             kwargs["mem_fraction_static"] = c.gpu_memory_utilization
+        if c.max_num_seqs is not None:
+            kwargs["max_running_requests"] = c.max_num_seqs
+        if c.enforce_eager:
+            kwargs["disable_cuda_graph"] = True
         kwargs.update(c.engine_kwargs)
         # built on the main thread, as SGLang expects (it installs signal handlers there)
         self.engine = sglang.Engine(**kwargs)

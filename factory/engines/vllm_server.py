@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from factory.engines.managed import EngineDeadError, EngineStartError, ManagedServerEngine
-from factory.engines.platform import INPROCESS_ENV, resolve_dtype, single_process_cpu_engine
+from factory.engines.platform import INPROCESS_ENV, gpu_defaults, resolve_dtype, single_process_cpu_engine
 
 __all__ = ["VLLMServerEngine", "EngineStartError", "EngineDeadError"]
 
@@ -28,14 +28,16 @@ class VLLMServerEngine(ManagedServerEngine):
             "--model", model_path, "--host", c.host, "--port", str(port),
             "--dtype", resolve_dtype(c.dtype), "--max-model-len", str(c.max_model_len),
             "--served-model-name", self.model_name, "--seed", str(c.seed),
-            "--max-num-seqs", str(max(c.max_concurrency * self.sampling.n, 16)),
             "--tensor-parallel-size", str(c.tensor_parallel_size), *self.template_args(),
         ]
+        eager, seqs = gpu_defaults(c.enforce_eager, c.max_num_seqs, c.max_concurrency * self.sampling.n)
+        if seqs is not None:
+            cmd += ["--max-num-seqs", str(seqs)]
         if c.data_parallel_size > 1:
             cmd += ["--data-parallel-size", str(c.data_parallel_size)]
         if c.gpu_memory_utilization is not None:
             cmd += ["--gpu-memory-utilization", str(c.gpu_memory_utilization)]
-        if "--no-enforce-eager" not in c.extra_args and c.enforce_eager:
+        if "--no-enforce-eager" not in c.extra_args and eager:
             cmd.append("--enforce-eager")
         if self._single_process() and "--distributed-executor-backend" not in c.extra_args:
             cmd += ["--distributed-executor-backend", "uni"]
