@@ -5,9 +5,15 @@ THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
 
-def with_thinking(reasoning: str | None, content: str) -> str:
-    """The trace as R1 writes it, from a reasoning parser's two fields."""
-    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{content}" if reasoning else content
+def with_thinking(reasoning: str | None, content: str, closed: bool = True) -> str:
+    """The trace as R1 writes it, from a reasoning parser's two fields;
+    `closed` False: the model was cut off inside its thinking (no answer,
+    finish_reason length), so no `</think>` it never wrote is added."""
+    if not reasoning:
+        return content
+    if not closed and not content:
+        return f"{THINK_OPEN}\n{reasoning}"
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{content}"
 
 
 def restore_think(text: str, prefilled: bool = False) -> str:

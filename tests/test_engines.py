@@ -165,14 +165,16 @@ def test_r1_template_drops_thinking_of_a_partial_turn_unless_rendered_here(smoll
     assert (think.prompt(user) + partial).count("Four, since") == 1  # the raw continuation keeps it
 
 
-def test_budget_forcing_with_r1_template_keeps_the_whole_think_block(tmp_path, fake_server, smollm2_path):
+@pytest.mark.parametrize("split", [False, True], ids=["plain", "reasoning-parser"])
+def test_budget_forcing_with_r1_template_keeps_the_whole_think_block(tmp_path, fake_server, smollm2_path, split):
     """The fake model writes as R1 after a template that prefilled `<think>`
-    (its replies start inside the thinking); budget forcing continues through
-    /v1/completions on the prompt rendered with R1's real template."""
+    (its replies start inside the thinking), plain or through a server's
+    reasoning parser; budget forcing continues through /v1/completions on the
+    prompt rendered with R1's real template, the tag never doubled."""
     import json
     import urllib.request
 
-    url = fake_server(0.0, "--prefilled-think")
+    url = fake_server(0.0, "--prefilled-think", *(["--reasoning-split"] if split else []))
     out = tmp_path / "out"
     job = fake_job(tmp_path, url, out, rows=sample_rows(4),
                    engine={"tokenizer": smollm2_path, "chat_template": "deepseek-r1-think"},
@@ -184,6 +186,7 @@ def test_budget_forcing_with_r1_template_keeps_the_whole_think_block(tmp_path, f
     assert f"{R1_ASSISTANT}<think>\n" in last and R1_USER in last
     thinking = last.split(f"{R1_ASSISTANT}<think>\n", 1)[1]
     assert thinking.startswith("Let me work through it") and thinking.endswith("**Final Answer**\n\\boxed{")
+    assert last.count("<think>") == 1 and thinking.count("</think>") == 1
     ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
     assert len(ds) == 4
     for row in ds:
@@ -287,3 +290,19 @@ def test_sglang_server_counts_tokens_per_sample(fake_server):
     assert json.loads(urllib.request.urlopen(f"{url}/stats", timeout=5).read())["requests"] == 3
     for c in result.completions:
         assert c.completion_tokens == len(re.findall(r"\S+", c.text))
+
+
+def test_reasoning_parser_replies_are_stored_whole(tmp_path, fake_server):
+    """A server that splits the thinking into `reasoning_content` (vLLM's
+    --reasoning-parser): the stored trace is the one the model wrote."""
+    from doubles.fake_openai import fake_completion
+
+    out = tmp_path / "out"
+    rows = sample_rows(3)
+    job = fake_job(tmp_path, fake_server(0.0, "--reasoning-split"), out, rows=rows, sampling={"n": 2, "max_tokens": 64})
+    run_factory("run", job, check=True)
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert len(ds) == 3
+    for row in ds:
+        prompt = row["messages"][0]["content"]
+        assert row["generations"] == [fake_completion(prompt, i) for i in range(2)]

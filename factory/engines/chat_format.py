@@ -41,6 +41,15 @@ class ChatFormat:
             text = text[len(self._strip_bos):]
         return text
 
+    def continuation(self, messages: list[dict[str, str]], partial: str) -> str:
+        """The raw text that continues an assistant turn starting with `partial`.
+        A template that prefilled `<think>` has written the tag already: a
+        partial that carries it too (as the stored trace does) must not repeat it."""
+        prompt = self.prompt(messages)
+        if self.prefills_think and partial.startswith(THINK_OPEN):
+            partial = partial[len(THINK_OPEN):].lstrip("\n")
+        return prompt + partial
+
     @cached_property
     def prefills_think(self) -> bool:
         return self.prompt([{"role": "user", "content": "1+1?"}]).rstrip().endswith(THINK_OPEN)

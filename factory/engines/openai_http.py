@@ -54,14 +54,14 @@ def _retry_after(headers) -> float | None:
         return None
 
 
-def _message_text(message: dict) -> str:
-    """The trace as R1 writes it, even when a reasoning parser split it off."""
-    return with_thinking(message.get("reasoning_content") or message.get("reasoning"), message.get("content") or "")
-
-
 def _choice_text(choice: dict) -> str:
-    """A chat choice's message, or a completions choice's text."""
-    return _message_text(choice["message"]) if "message" in choice else choice["text"]
+    """A completions choice's text, or a chat choice's message as R1 writes
+    it, even when a server's reasoning parser split the thinking off."""
+    if "message" not in choice:
+        return choice["text"]
+    message = choice["message"]
+    return with_thinking(message.get("reasoning_content") or message.get("reasoning"), message.get("content") or "",
+                         closed=choice.get("finish_reason") != "length")
 
 
 def _stop_reason(choice: dict) -> str | None:
@@ -177,7 +177,7 @@ class OpenAIEngine(Engine):
         if self.chat_format is not None:
             # the prompt rendered here + the partial text, as raw completion:
             # no template can drop the thinking the continuation builds on
-            prompt = self.chat_format.prompt(messages) + partial
+            prompt = self.chat_format.continuation(messages, partial)
             return await self._send(self._payload(sampling, prompt=prompt), COMPLETIONS)
         # vLLM's and SGLang's chat endpoints continue a final assistant message
         # (right for templates that keep an assistant turn whole, as SmolLM2's)

@@ -140,4 +140,4 @@ class SGLangOfflineEngine(Engine):
         return await self._generate_text(self.chat_format.prompt(messages), sampling or self.sampling)
 
     async def continue_generation(self, messages, partial, sampling):
-        return await self._generate_text(self.chat_format.prompt(messages) + partial, sampling)
+        return await self._generate_text(self.chat_format.continuation(messages, partial), sampling)

@@ -107,7 +107,7 @@ class VLLMOfflineEngine(Engine):
         return await self._submit(messages, sampling or self.sampling)
 
     async def continue_generation(self, messages, partial, sampling):
-        return await self._submit(messages, sampling, self.chat_format.prompt(messages) + partial)
+        return await self._submit(messages, sampling, self.chat_format.continuation(messages, partial))
 
     @staticmethod
     def _params(s: SamplingConfig):
@@ -195,7 +195,7 @@ class VLLMAsyncEngine(VLLMOfflineEngine):
         return await self._complete(self.chat_format.prompt(messages), sampling or self.sampling)
 
     async def continue_generation(self, messages, partial, sampling):
-        return await self._complete(self.chat_format.prompt(messages) + partial, sampling)
+        return await self._complete(self.chat_format.continuation(messages, partial), sampling)
 
 
 def offline_engine_class(batching: str) -> type[VLLMOfflineEngine]:

@@ -99,8 +99,18 @@ class Faults:
         return kind, u
 
 
-def _answer(body: dict, prefilled: bool = False) -> web.Response:
-    """A chat reply; `prefilled`: as a model whose template put `<think>` in the prompt writes it (without the tag)."""
+def _split_reasoning(text: str) -> dict:
+    """The message a server's reasoning parser (vLLM's deepseek_r1) makes of
+    a trace: the thinking in `reasoning_content`, the rest in `content`
+    (None while the model is still thinking)."""
+    before, close, after = text.partition("</think>")
+    reasoning = before.removeprefix("<think>").strip("\n")
+    return {"role": "assistant", "reasoning_content": reasoning, "content": after.lstrip("\n") if close else None}
+
+
+def _answer(body: dict, prefilled: bool = False, split: bool = False) -> web.Response:
+    """A chat reply; `prefilled`: as a model whose template put `<think>` in the prompt writes it (without the tag);
+    `split`: through a reasoning parser."""
     raw = "prompt" in body  # /v1/completions: budget forcing continues the rendered prompt + partial answer
     prompt = body["prompt"] if raw else body["messages"][-1]["content"]
     n = int(body.get("n", 1))
@@ -117,9 +127,10 @@ def _answer(body: dict, prefilled: bool = False) -> web.Response:
         finish = "stop"
         if len(words) > max_tokens:  # one word = one token here
             text, finish = " ".join(words[:max_tokens]), "length"
-        choices.append({"index": i, "finish_reason": finish,
-                        **({"text": text} if raw else {"message": {"role": "assistant", "content": text}})})
-    tokens = sum(len(re.findall(r"\S+", c["text"] if raw else c["message"]["content"])) for c in choices)
+        message = _split_reasoning(text) if split and not continuing else {"role": "assistant", "content": text}
+        choices.append({"index": i, "finish_reason": finish, **({"text": text} if raw else {"message": message}),
+                        "_words": len(re.findall(r"\S+", text))})
+    tokens = sum(c.pop("_words") for c in choices)
     usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": tokens}
     kind = "text_completion" if raw else "chat.completion"
     return web.Response(text=json.dumps({"id": "fake", "object": kind, "model": body.get("model"), "choices": choices, "usage": usage}), content_type="application/json")
@@ -131,10 +142,11 @@ def _error(status: int, message: str, kind: str) -> web.Response:
 
 def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float = 2.0,
              models: list[str] | None = None, api_key: str | None = None,
-             hang_after: int | None = None, prefilled: bool = False) -> web.Application:
+             hang_after: int | None = None, prefilled: bool = False, split: bool = False) -> web.Application:
     """`models`: what /v1/models lists (any name is answered unless given); `api_key`: 401 without it;
     `hang_after`: after that many chat requests, nothing (chat or health) is ever answered again;
-    `prefilled`: chat replies start inside the thinking. /stats keeps the last raw prompt continued."""
+    `prefilled`: chat replies start inside the thinking; `split`: the thinking comes back in `reasoning_content`.
+    /stats keeps the last raw prompt continued."""
     faults = faults or Faults()
     outcomes = Counter(dict.fromkeys(OUTCOMES, 0))
     state = {"requests": 0, "outcomes": outcomes, "completions": 0, "last_prompt": None}
@@ -192,7 +204,7 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
         if kind == "garbage":  # a 200 the client cannot use
             text = '{"id": "fake", "choices": [{"ind' if u < 0.5 else json.dumps({"id": "fake", "object": "chat.completion"})
             return web.Response(text=text, content_type="application/json")
-        return _answer(body, prefilled)
+        return _answer(body, prefilled, split)
 
     async def health(request: web.Request) -> web.Response:
         await hang_if_due()
@@ -223,6 +235,7 @@ def main() -> None:
     ap.add_argument("--models", default=None, help="comma-separated names served (default: answer any, list 'fake')")
     ap.add_argument("--api-key", default=None, help="answer 401 unless this bearer key is sent")
     ap.add_argument("--prefilled-think", action="store_true", help="chat replies omit the opening <think> (as after R1's newer templates)")
+    ap.add_argument("--reasoning-split", action="store_true", help="thinking in reasoning_content, as a reasoning parser returns it")
     ap.add_argument("--hang-after", type=int, default=None, metavar="N", help="hang for good after N chat requests")
     args = ap.parse_args()
     try:
@@ -230,7 +243,8 @@ def main() -> None:
     except ValueError as exc:
         ap.error(str(exc))
     models = [m for m in (args.models or "").split(",") if m] or None
-    web.run_app(make_app(args.latency, faults, args.slow_seconds, models, args.api_key, args.hang_after, args.prefilled_think), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(make_app(args.latency, faults, args.slow_seconds, models, args.api_key, args.hang_after, args.prefilled_think,
+                        args.reasoning_split), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":
