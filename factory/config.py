@@ -117,6 +117,21 @@ class BudgetForcingConfig(_Strict):
     cue: str = f"\n{THINK_CLOSE}\n\n**Final Answer**\n\\boxed{{"
 
 
+class AdaptiveConfig(_Strict):
+    """Sample in rounds, and only the problems whose goal is not met yet
+    (factory/sampling.py): the most verified traces per engine-hour."""
+
+    goal: Literal["one_correct", "correct_and_wrong", "fixed"] = Field(
+        default="one_correct", description="one_correct: one verified trace (SFT, distillation); correct_and_wrong: "
+        "one verified and one wrong (DPO pairs, RL); fixed: sampling.n, in rounds")
+    first: int = Field(default=1, ge=1, le=64, description="samples per problem in the first round")
+    batch: int = Field(default=1, ge=1, le=64, description="samples per problem in each later round")
+    max_samples: int | None = Field(default=None, ge=1, le=256, description="per-problem cap; unset: sampling.n")
+    skip_solved: bool = Field(default=True, description="stop sampling a problem every first-round sample solved")
+    budget_samples: int | None = Field(default=None, ge=0, description="run-wide cap on samples after the first round")
+    budget_tokens: int | None = Field(default=None, ge=0, description="run-wide cap on tokens generated after the first round")
+
+
 class SamplingConfig(_Strict):
     n: int = Field(default=2, ge=1, le=64)
     max_tokens: int = Field(default=512, ge=1)
@@ -124,6 +139,22 @@ class SamplingConfig(_Strict):
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     stop: list[str] | None = None
     budget_forcing: BudgetForcingConfig | None = None
+    seed: int | None = Field(default=None, description="a seed sent with each request (with adaptive sampling: one "
+                             "per problem and round), for reproducible samples where the engine honours it")
+    adaptive: AdaptiveConfig | None = None
+
+    @property
+    def cap(self) -> int:
+        """Samples one problem may get."""
+        return (self.adaptive.max_samples or self.n) if self.adaptive else self.n
+
+    @model_validator(mode="after")
+    def _check_adaptive(self) -> "SamplingConfig":
+        a = self.adaptive
+        if a is not None and a.first > self.cap:
+            raise ValueError(f"sampling.adaptive.first ({a.first}) is above the per-problem cap ({self.cap}: "
+                             "sampling.adaptive.max_samples, else sampling.n)")
+        return self
 
 
 class EngineConfig(_Strict):

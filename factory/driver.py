@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Protocol
 
+from factory.sampling import run_budget
 from factory.worker import ProblemWorker, open_worker
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class LocalDriver(Driver):
     async def generate(self, run: Run, problems: Iterator[dict[str, Any]]) -> None:
         async with contextlib.AsyncExitStack() as stack:
             worker = await open_worker(run.job, stack, run.out)
+            worker.budget = run_budget(run.job.sampling, stored_files(run))
             run.start_stats()
             await self._drive(run, worker, problems)
             async for items in retry_passes(run, self):
@@ -132,3 +134,8 @@ async def retry_passes(run: Run, holder: Any) -> AsyncIterator[list[dict[str, An
         await asyncio.sleep(e.retry_pause_s)
         run.stats.problems_failed -= len(items)
         yield items
+
+
+def stored_files(run: Run) -> list[Path]:
+    """The shards the manifest lists (what is stored)."""
+    return [run.out / f for f in sorted(run.store.manifest.files()) if (run.out / f).exists()]

@@ -9,10 +9,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from factory.config import JobConfig
+from factory.config import AdaptiveConfig, JobConfig
 from factory.engines import Engine, GenerationResult, build_engine
 from factory.metrics import RunStats
 from factory.prompts import PromptRenderer
+from factory.sampling import STOP_BUDGET, STOP_ERROR, STOP_FIXED, SampleBudget, round_sampling, stop_reason
 from factory.text import clean
 from factory.think import restore_think
 from factory.verify.cascade import Cascade, GenVerdict
@@ -40,6 +41,8 @@ def build_row(
     messages_seed: int = 0,
     judge_model: str | None = None,
     sampling_seed: int | None = None,
+    rounds: int = 1,
+    stop: str = "fixed",
 ) -> dict[str, Any]:
     """One output row in OpenR1-Math-220k's layout plus our extras."""
     comps = result.completions
@@ -71,6 +74,9 @@ def build_row(
         "sampling_seed": sampling_seed,
         "error": result.error,
         "generation_time_s": round(result.latency_s, 4),
+        "samples_drawn": len(comps),
+        "sampling_rounds": rounds,
+        "sampling_stop": stop,
     }
 
 
@@ -98,6 +104,10 @@ class Breaker:
                                 "stored; fix the engine and run the same command to resume")
 
 
+# no adaptive sampling: one round of sampling.n, which is the cap
+ONE_ROUND = AdaptiveConfig(goal="fixed", skip_solved=False)
+
+
 class ProblemWorker:
     """One problem from prompt to stored row: the unit both the local runner
     and each Ray replica repeat."""
@@ -109,14 +119,13 @@ class ProblemWorker:
         self.renderer = renderer or PromptRenderer(job.prompt)
         e = job.engine
         self.breaker = Breaker(e.breaker_consecutive, e.breaker_window, e.breaker_failure_rate)
+        self.budget: SampleBudget | None = None  # adaptive sampling's run-wide allowance (set by the driver)
 
-    async def process(self, problem: dict[str, Any], stats: RunStats) -> dict[str, Any] | None:
-        """The finished row, or None when the request failed for now (the
-        problem is left for a re-run); counts go to `stats`."""
-        msgs = self.renderer.messages(problem)
-        result = await self.engine.generate(msgs)
+    async def _round(self, problem: dict[str, Any], msgs, sampling, stats: RunStats):
+        """One request of `sampling.n` samples, cleaned and verified; None
+        when it failed for now (the breaker counts it)."""
+        result = await self.engine.generate(msgs, sampling)
         if result.transient:
-            stats.problems_failed += 1
             stats.request_errors += 1
             self.breaker.record(True, result.error)
             return None
@@ -128,10 +137,56 @@ class ProblemWorker:
         comps = result.completions
         verdicts = await self.cascade.verify(problem["answer"], problem["problem"], [c.text for c in comps],
                                              [c.finish_reason for c in comps])
+        return result, verdicts
+
+    async def process(self, problem: dict[str, Any], stats: RunStats) -> dict[str, Any] | None:
+        """The finished row, or None when a request failed for now (the
+        problem is left for a re-run); counts go to `stats`. With
+        `sampling.adaptive` the samples are drawn in rounds (sampling.py)."""
+        msgs = self.renderer.messages(problem)
+        base = self.job.sampling
+        drawn = await self._rounds(problem, msgs, base, base.adaptive or ONE_ROUND, stats)
+        if drawn is None:
+            stats.problems_failed += 1
+            return None
+        result, verdicts, rounds, stop = drawn
+        if base.adaptive is None:
+            stop = STOP_FIXED
         row = build_row(problem, msgs[-1]["content"], result, verdicts, self.engine.model_name,
-                        self.job.output.messages_seed, self.cascade.judge_model, self.job.engine.seed)
+                        self.job.output.messages_seed, self.cascade.judge_model, self.job.engine.seed,
+                        rounds=rounds, stop=stop)
         stats.record(row)
         return row
+
+    async def _rounds(self, problem, msgs, base, policy, stats):
+        cap, uuid = base.cap, problem["uuid"]
+        result, verdicts, rounds, want = None, [], 0, (policy.first if base.adaptive else base.n)
+        while True:
+            got = await self._round(problem, msgs, round_sampling(base, want, uuid, rounds), stats)
+            if got is None:
+                return None  # the whole problem again later: its rounds are redone alike
+            part, part_verdicts = got
+            if rounds and self.budget is not None:
+                await self.budget.spend_tokens(sum(c.completion_tokens or 0 for c in part.completions))
+            if result is None:
+                result = part
+            else:
+                result.completions += part.completions
+                result.latency_s += part.latency_s
+                result.error = result.error or part.error
+            verdicts += part_verdicts
+            rounds += 1
+            if part.error:
+                return result, verdicts, rounds, STOP_ERROR
+            drawn = len(result.completions)
+            stop = stop_reason(policy, cap, sum(v.correct for v in verdicts), drawn, rounds)
+            if stop is not None:
+                return result, verdicts, rounds, stop
+            want = min(policy.batch, cap - drawn)
+            if self.budget is not None:
+                want = await self.budget.take(want)
+                if want == 0:
+                    return result, verdicts, rounds, STOP_BUDGET
 
 
 def build_engines(job: JobConfig, run_dir: Path | None) -> tuple[Engine, Engine | None]:

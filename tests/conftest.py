@@ -88,6 +88,33 @@ def read_uuids(out: Path) -> list[str]:
     return uuids
 
 
+def kill_at_random(job: Path, out: Path, kills: int, problems: int, seed: int = 7, lives=(0.3, 3.5)) -> int:
+    """`factory run JOB` SIGKILLed at random moments `kills` times (each
+    run a resume of the last), checking that every shard a reader can see
+    stays whole; the number of kills that landed mid-run."""
+    import pyarrow.parquet as pq
+    import random
+
+    rng = random.Random(seed)
+    landed = 0
+    for _ in range(3 * kills):
+        if landed >= kills:
+            break
+        proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(*lives))
+        if proc.poll() is not None:
+            assert proc.returncode == 0, "a resumed run failed"
+            if len(set(read_uuids(out))) == problems:
+                break
+            continue
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        landed += 1
+        for shard in (out / "data").glob("*.parquet"):
+            pq.read_metadata(shard)
+    return landed
+
+
 def manifest_shards(out: Path) -> int:
     m = out / "manifest.jsonl"
     return len(m.read_text().splitlines()) if m.exists() else 0

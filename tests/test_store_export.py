@@ -4,11 +4,7 @@ card and configs, and trainer exports."""
 import collections
 import json
 import os
-import random
 import shutil
-import signal
-import subprocess
-import time
 import urllib.request
 
 import datasets
@@ -16,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import FACTORY, ROOT, SAMPLE_PROBLEMS, read_uuids, run_factory, stored_rows
+from conftest import ROOT, SAMPLE_PROBLEMS, kill_at_random, read_uuids, run_factory, stored_rows
 from test_run_fake import fake_job
 
 
@@ -37,23 +33,7 @@ def test_kill9_at_random_points_then_resume_is_exact(tmp_path, fake_server):
     url = fake_server(latency=0.6)
     job = fake_job(tmp_path, url, out, engine={"max_concurrency": 1},
                    output={"shard_rows": 2, "flush_interval_s": 0.2})
-    rng = random.Random(7)
-    kills = 0
-    for _ in range(60):
-        if kills >= 20:
-            break
-        proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 3.5))
-        if proc.poll() is not None:
-            assert proc.returncode == 0, "a resumed run failed"
-            if len(set(read_uuids(out))) == SAMPLE_PROBLEMS:
-                break
-            continue
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        for shard in (out / "data").glob("*.parquet"):  # every file a reader can see is whole
-            pq.read_metadata(shard)
+    kills = kill_at_random(job, out, 20, SAMPLE_PROBLEMS)
     assert kills >= 20, f"only {kills} kills landed mid-run"
     run_factory("run", job, check=True)
     uuids = read_uuids(out)

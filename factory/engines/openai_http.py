@@ -119,6 +119,8 @@ class OpenAIEngine(Engine):
         body = {"n": sampling.n, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p}
         if sampling.stop:
             body["stop"] = sampling.stop
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
         return body
 
     async def load_chat_format(self, tokenizer: str) -> None:
@@ -208,7 +210,7 @@ class OpenAIEngine(Engine):
         payload = dict(self._payload_base, **fields)
         if sampling is not None:
             payload.pop("stop", None)
-            payload.update(self._sampling_body(sampling))
+            payload.update(self._sampling_body(sampling), **self.cfg.extra_body)  # the job's extra_body has the last word
         return payload
 
     async def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig | None = None) -> GenerationResult:

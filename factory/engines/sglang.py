@@ -53,8 +53,8 @@ class SGLangServerEngine(ManagedServerEngine):
         s = sampling or self.sampling
         if s.n == 1:
             return await super().generate(messages, s)
-        one = s.model_copy(update={"n": 1})
-        parts = await asyncio.gather(*(super(SGLangServerEngine, self).generate(messages, one) for _ in range(s.n)))
+        ones = [s.model_copy(update={"n": 1, "seed": None if s.seed is None else s.seed + i}) for i in range(s.n)]
+        parts = await asyncio.gather(*(super(SGLangServerEngine, self).generate(messages, one) for one in ones))
         failed = next((r for r in parts if r.error or r.transient), None)
         if failed is not None:
             return failed
@@ -119,6 +119,8 @@ class SGLangOfflineEngine(Engine):
 
     async def _generate_text(self, text: str, s: SamplingConfig) -> GenerationResult:
         params = {"temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_tokens}
+        if s.seed is not None:
+            params["sampling_seed"] = s.seed
         if s.stop:
             params["stop"] = s.stop
         try:

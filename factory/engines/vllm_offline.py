@@ -113,7 +113,8 @@ class VLLMOfflineEngine(Engine):
     def _params(s: SamplingConfig):
         from vllm import SamplingParams
 
-        return SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=s.stop)
+        return SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=s.stop,
+                              seed=s.seed)
 
     def _chat(self, batch: list[_Request]) -> list:
         params = [self._params(r.sampling) for r in batch]

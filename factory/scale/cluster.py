@@ -148,8 +148,9 @@ class _RayHandle:
 
 
 class RayBackend(ReplicaBackend):
-    def __init__(self, job: JobConfig, p: Plan, verifiers: list, actor_cls: type | None = None):
+    def __init__(self, job: JobConfig, p: Plan, verifiers: list, actor_cls: type | None = None, budget=None):
         self.actor_cls = actor_cls or EngineReplica
+        self.budget = budget  # a BudgetActor shared by the replicas (adaptive sampling), or None
         self.job_json = job.model_dump_json()
         self.plan = p
         self.verifiers = verifiers
@@ -182,7 +183,8 @@ class RayBackend(ReplicaBackend):
                 raise RunError(f"replica {index}: the cluster could not give {where} within "
                                f"{self.timeout_s:g} s (scale.start_timeout_s)") from None
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(handle.pg, placement_group_bundle_index=0)
-        handle.actor = ray.remote(self.actor_cls).options(**opts).remote(self.job_json, index, self.verifiers, self.plan.replicas_per_node)
+        handle.actor = ray.remote(self.actor_cls).options(**opts).remote(self.job_json, index, self.verifiers,
+                                                                            self.plan.replicas_per_node, self.budget)
         try:
             spans = None
             if p.nodes_per_replica > 1:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterator
 
-from factory.driver import Driver, Run
+from factory.driver import Driver, Run, stored_files
+from factory.sampling import BudgetActor, run_budget
 from factory.scale.cluster import RayBackend, connect, plan
 from factory.scale.replica import VerifierActor
 from factory.scale.scheduler import Chunk, Coordinator, SeqLease, chunk_size_for, make_chunks
@@ -43,6 +44,9 @@ class RayDriver(Driver):
             verifier_cls = ray.remote(VerifierActor).options(num_cpus=p.verifier_cpus, max_restarts=-1,
                                                              max_task_retries=3)
             verifiers = [verifier_cls.remote(job.verify.model_dump(mode="json")) for _ in range(p.verifiers)]
+            budget = run_budget(job.sampling, stored_files(run))
+            if budget is not None:  # one allowance for every replica
+                budget = ray.remote(BudgetActor).options(num_cpus=0).remote(budget.samples_left, budget.tokens_left)
             lease = SeqLease(run.out / "ray" / "seq.json", run.store.next_seq)
             chunks = make_chunks(problems, size, lease)
             run.start_stats()
@@ -69,7 +73,7 @@ class RayDriver(Driver):
             def on_failure(chunk: Chunk) -> Chunk | None:
                 return keep_finished(run, chunk, lease)
 
-            coord = self._coord = Coordinator(RayBackend(job, p, verifiers), p.replicas, chunks,
+            coord = self._coord = Coordinator(RayBackend(job, p, verifiers, budget=budget), p.replicas, chunks,
                                               on_chunk, sc.inflight_chunks, sc.max_replica_restarts,
                                               sc.max_chunk_attempts, on_first_ready=run.stats.start_clock,
                                               on_failure=on_failure)

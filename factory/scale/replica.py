@@ -16,6 +16,7 @@ from factory.config import EngineConfig, JobConfig, VerifyConfig
 from factory.engines.managed import free_port, kill_group
 from factory.logs import log_to_stdout
 from factory.metrics import RunStats
+from factory.sampling import RayBudget
 from factory.store.shards import part_name, write_shard
 from factory.verify.pool import RuleVerifier, check_generation
 from factory.worker import open_worker
@@ -56,12 +57,13 @@ class RayRules:
 class EngineReplica:
     """One engine with the generate -> verify -> row loop around it."""
 
-    def __init__(self, job_json: str, index: int, verifiers: list, per_node: int = 1):
+    def __init__(self, job_json: str, index: int, verifiers: list, per_node: int = 1, budget=None):
         self.job = JobConfig.model_validate_json(job_json)
         self.index = index
         log_to_stdout(f"[replica {index}] ")  # Ray forwards a worker's stdout to the driver
         self.per_node = per_node
         self.verifiers = verifiers
+        self.budget = budget
         self.out = self.job.output.dir
         self._stack = None
         self.worker = None
@@ -91,6 +93,7 @@ class EngineReplica:
         self._stack = contextlib.AsyncExitStack()
         rules = RayRules(self.verifiers, self.job.verify.preset)
         self.worker = await open_worker(self.job, self._stack, run_dir, rules=rules)
+        self.worker.budget = RayBudget(self.budget) if self.budget is not None else None
         self.sem = asyncio.Semaphore(self.job.engine.max_concurrency)
         self.node = ray.get_runtime_context().get_node_id()
         return {"node": socket.gethostname(), "node_id": self.node, "pid": os.getpid(),

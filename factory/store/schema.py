@@ -36,6 +36,9 @@ EXTRA_FIELDS = [
     pa.field("sampling_seed", pa.int64()),
     pa.field("error", pa.string()),
     pa.field("generation_time_s", pa.float64()),
+    pa.field("samples_drawn", pa.int64()),  # adaptive sampling (factory/sampling.py): per problem
+    pa.field("sampling_rounds", pa.int64()),
+    pa.field("sampling_stop", pa.string()),  # fixed, goal, all_solved, cap, budget, error
 ]
 
 SCHEMA = pa.schema(OPENR1_FIELDS + EXTRA_FIELDS)

@@ -30,11 +30,14 @@ FAULT_KINDS = ("400", "429", "500", "503", "slow", "drop", "garbage")
 OUTCOMES = ("ok", *FAULT_KINDS)
 
 
-def fake_completion(prompt: str, index: int) -> str:
-    h = int(hashlib.sha256(f"{prompt}|{index}".encode()).hexdigest()[:8], 16)
+def fake_completion(prompt: str, index: int, seed: int | None = None) -> str:
+    """Deterministic per prompt, sample index and (when the request has one) seed."""
+    key = f"{prompt}|{index}" if seed is None else f"{prompt}|{seed}|{index}"
+    h = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
     if "VERDICT: YES" in prompt:  # a judge prompt: yes, no or a non-answer
         return _JUDGE_REPLIES[h % len(_JUDGE_REPLIES)]
-    answer = _ANSWERS[h % len(_ANSWERS)]
+    easy = re.search(r"The answer is always (\S+?)\.", prompt)  # a problem every sample solves
+    answer = easy.group(1) if easy else _ANSWERS[h % len(_ANSWERS)]
     return f"<think>\nLet me work through it carefully. {prompt[:40]}\n</think>\n\nThe answer is $\\boxed{{{answer}}}$."
 
 
@@ -120,7 +123,7 @@ def _answer(body: dict, prefilled: bool = False, split: bool = False) -> web.Res
     choices = []
     max_tokens = int(body.get("max_tokens") or 1 << 30)
     for i in range(n):
-        text = "42}$." if continuing else fake_completion(prompt, i)
+        text = "42}$." if continuing else fake_completion(prompt, i, body.get("seed"))
         if prefilled and not continuing:
             text = text.removeprefix("<think>\n")
         words = text.split(" ")
