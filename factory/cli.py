@@ -494,6 +494,41 @@ def bench_decontam_cmd(
                   + f" (index built in {s['init_s']} s)", highlight=False)
 
 
+@bench_app.command("adaptive")
+def bench_adaptive_cmd(
+    problems: int = typer.Option(4000, min=10, help="simulated problems"),
+    real: int = typer.Option(96, min=0, help="problems for the real CPU engine arm (0: skip it)"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
+) -> None:
+    """Adaptive sampling against fixed n=4: verified problems per 1,000 generations, per million tokens, per engine-hour."""
+    from factory.bench.adaptive import HOPELESS, EASY, MIDDLE, bench_adaptive_real, bench_adaptive_sim
+
+    results = {"simulated": bench_adaptive_sim(problems)}
+    if real:
+        results["real"] = bench_adaptive_real(real)
+    if as_json:
+        out.print_json(data=results)
+        return
+    sim = results["simulated"]
+    out.print(f"simulated: {problems} problems; solve rate per sample p = 0 for {HOPELESS:.0%}, 0.95 for {EASY:.0%}, "
+              f"U(0.05, 0.6) for {MIDDLE:.0%} (P(a correct trace among 4) = {sim['expected_coverage_4']})", highlight=False)
+    for name, r in results.items():
+        table = Table(title=f"{name} engine")
+        cols = ["arm", "coverage", "generations", "tokens", "per 1k gens", "x", "per M tokens", "x"]
+        if name == "real":
+            cols += ["per engine-hour", "x"]
+        for col in cols:
+            table.add_column(col, justify="left" if col == "arm" else "right")
+        for a in r["arms"]:
+            cells = [a["name"], f"{a['coverage']:.1%}", str(a["generations"]), str(a["tokens"]),
+                     str(a["per_1k_generations"]), str(a["per_1k_generations_x"]), str(a["per_million_tokens"]),
+                     str(a["per_million_tokens_x"])]
+            if name == "real":
+                cells += [str(a["per_engine_hour"]), str(a["per_engine_hour_x"])]
+            table.add_row(*cells)
+        out.print(table)
+
+
 @model_app.command("prepare")
 def model_prepare(name: str = typer.Argument("smollm2-135m")) -> None:
     """Convert the embedded model once into the cache folder (idempotent)."""

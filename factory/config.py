@@ -140,7 +140,8 @@ class SamplingConfig(_Strict):
     stop: list[str] | None = None
     budget_forcing: BudgetForcingConfig | None = None
     seed: int | None = Field(default=None, description="a seed sent with each request (with adaptive sampling: one "
-                             "per problem and round), for reproducible samples where the engine honours it")
+                             "per problem and round), for reproducible samples where the engine honours it (not vLLM "
+                             "on CPU, which crashes on per-request seeds: there it is not sent)")
     adaptive: AdaptiveConfig | None = None
 
     @property

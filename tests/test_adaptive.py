@@ -162,3 +162,33 @@ def test_adaptive_sampling_on_ray_replicas(tmp_path, fake_server):
     run_factory("run", job, check=True, timeout=600)
     cols = ["generations", "samples_drawn", "sampling_stop"]
     assert stored_rows(out, cols) == stored_rows(local, cols)
+
+
+def test_bench_adaptive_simulation_is_paired_and_counts_right():
+    """The simulated arms see the same draws in order: stopping at the first
+    verified trace keeps the fixed recipe's coverage exactly, with fewer
+    generations; a higher cap covers more."""
+    from factory.bench.adaptive import bench_adaptive_sim, expected_coverage
+
+    r = bench_adaptive_sim(problems=600)
+    fixed, cap4, cap6 = r["arms"]
+    assert fixed["generations"] == 4 * 600 and fixed["per_1k_generations_x"] == 1.0
+    assert cap4["covered"] == fixed["covered"] and cap4["generations"] < fixed["generations"]
+    assert cap4["tokens"] < fixed["tokens"] and cap6["covered"] >= fixed["covered"]
+    assert abs(fixed["coverage"] - expected_coverage(4)) < 0.06  # the stated mixture: about 55% covered by four
+    assert 0.5 < expected_coverage(4) < 0.6
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_per_request_seeds_never_reach_vllm_on_cpu(monkeypatch, gpu):
+    from factory.config import EngineConfig
+    from factory.engines import platform, vllm_offline, vllm_server
+
+    for module in (platform, vllm_offline, vllm_server):
+        monkeypatch.setattr(module, "on_gpu", lambda: gpu)
+    s = SamplingConfig(seed=9)
+    server = vllm_server.VLLMServerEngine(EngineConfig(), s)
+    assert ("seed" in server._payload(s, messages=[])) == gpu
+    from factory.engines.openai_http import OpenAIEngine
+
+    assert OpenAIEngine(EngineConfig(backend="openai", base_url="http://x"), s)._payload(s, messages=[])["seed"] == 9

@@ -114,12 +114,14 @@ class OpenAIEngine(Engine):
         self.chat_format: ChatFormat | None = None  # set: partial answers continue as raw text
         self._payload_base = {"model": self.model_name, **self._sampling_body(sampling), **cfg.extra_body}
 
-    @staticmethod
-    def _sampling_body(sampling: SamplingConfig) -> dict:
+    # per-request seeds: vLLM's CPU engine crashes on them, so its managed server drops them there
+    sends_seed = True
+
+    def _sampling_body(self, sampling: SamplingConfig) -> dict:
         body = {"n": sampling.n, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p}
         if sampling.stop:
             body["stop"] = sampling.stop
-        if sampling.seed is not None:
+        if sampling.seed is not None and self.sends_seed:
             body["seed"] = sampling.seed
         return body
 

@@ -113,8 +113,9 @@ class VLLMOfflineEngine(Engine):
     def _params(s: SamplingConfig):
         from vllm import SamplingParams
 
+        # vLLM's CPU engine dies on a per-request seed (its engine seed still applies)
         return SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=s.stop,
-                              seed=s.seed)
+                              seed=s.seed if on_gpu() else None)
 
     def _chat(self, batch: list[_Request]) -> list:
         params = [self._params(r.sampling) for r in batch]

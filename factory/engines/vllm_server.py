@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from factory.engines.managed import EngineDeadError, EngineStartError, ManagedServerEngine
-from factory.engines.platform import INPROCESS_ENV, gpu_defaults, resolve_dtype, single_process_cpu_engine
+from factory.engines.platform import INPROCESS_ENV, gpu_defaults, on_gpu, resolve_dtype, single_process_cpu_engine
 
 __all__ = ["VLLMServerEngine", "EngineStartError", "EngineDeadError"]
 
@@ -17,6 +17,10 @@ class VLLMServerEngine(ManagedServerEngine):
         super().__init__(*args, **kwargs)
         # Exact per-sample token counts instead of the request's total.
         self._payload_base.setdefault("return_token_ids", True)
+
+    @property
+    def sends_seed(self) -> bool:
+        return on_gpu()  # vLLM's CPU engine dies on a per-request seed (its engine seed still applies)
 
     def command(self, model_path: str, port: int) -> list[str]:
         c = self.cfg
