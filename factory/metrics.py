@@ -114,6 +114,11 @@ class RunStats:
         return d
 
 
+# The factory job's name. Not `job`: Prometheus attaches its own `job` (the
+# scrape job) to every series and would rename ours to `exported_job`.
+JOB_LABEL = "factory_job"
+
+
 class StatsCollector:
     """The Prometheus view of a run, read from its RunStats at scrape time.
 
@@ -132,7 +137,7 @@ class StatsCollector:
         st, job = self.stats(), [self.job]
 
         def counter(name, doc, values, label=None):
-            fam = CounterMetricFamily(name, doc, labels=["job", label] if label else ["job"])
+            fam = CounterMetricFamily(name, doc, labels=[JOB_LABEL, label] if label else [JOB_LABEL])
             for key, value in values:
                 fam.add_metric(job + ([key] if label else []), value)
             return fam
@@ -150,7 +155,7 @@ class StatsCollector:
         yield counter("factory_replica_restarts", "Ray replicas replaced", [(None, st.replica_restarts)])
         yield counter("factory_chunks_resent", "Ray chunks re-sent after a replica failed", [(None, st.chunks_resent)])
         hist = HistogramMetricFamily("factory_generation_latency_seconds", "Time to generate all samples of one problem",
-                                     labels=["job"])
+                                     labels=[JOB_LABEL])
         cumulative, buckets = 0, []
         for bound, k in zip([*map(str, LATENCY_BUCKETS), "+Inf"], st.latency_buckets):
             cumulative += k
@@ -158,7 +163,7 @@ class StatsCollector:
         hist.add_metric(job, buckets, st.latency_sum_s)
         yield hist
         for name, (doc, fn) in self.gauges.items():
-            fam = GaugeMetricFamily(name, doc, labels=["job"])
+            fam = GaugeMetricFamily(name, doc, labels=[JOB_LABEL])
             fam.add_metric(job, float(fn()))
             yield fam
 
