@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Protocol
 
+from factory.metrics import fetch_text
 from factory.sampling import run_budget
 from factory.worker import ProblemWorker, open_worker
 
@@ -61,6 +62,11 @@ class Driver(ABC):
         """Work handed out and not back: problems (local) or chunks (Ray)."""
         return 0
 
+    def engine_metrics(self) -> list[tuple[str, str]]:
+        """(replica, its engine's /metrics text) for each engine up; called
+        from the metrics server's thread at scrape time."""
+        return []
+
 
 class LocalDriver(Driver):
     """One engine in this process, at most `engine.max_concurrency` problems
@@ -72,13 +78,19 @@ class LocalDriver(Driver):
         self._in_flight = 0
         self._failure: BaseException | None = None
         self.failed: list[dict[str, Any]] = []  # transient failures of the pass in progress
+        self.worker: ProblemWorker | None = None
 
     def in_flight(self) -> int:
         return self._in_flight
 
+    def engine_metrics(self) -> list[tuple[str, str]]:
+        url = self.worker.engine.metrics_url if self.worker is not None else None
+        text = fetch_text(url) if url else None
+        return [("0", text)] if text else []
+
     async def generate(self, run: Run, problems: Iterator[dict[str, Any]]) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            worker = await open_worker(run.job, stack, run.out)
+            worker = self.worker = await open_worker(run.job, stack, run.out)
             worker.budget = run_budget(run.job.sampling, stored_files(run))
             run.start_stats()
             await self._drive(run, worker, problems)

@@ -126,10 +126,12 @@ class StatsCollector:
     the engines come up); `gauges` maps extra gauge names to callables.
     """
 
-    def __init__(self, job: str, stats: Callable[[], RunStats], gauges: dict[str, tuple[str, Callable[[], float]]]):
+    def __init__(self, job: str, stats: Callable[[], RunStats], gauges: dict[str, tuple[str, Callable[[], float]]],
+                 engines: Callable[[], list[tuple[str, str]]] | None = None):
         self.job = job
         self.stats = stats
         self.gauges = gauges
+        self.engines = engines  # (replica, the engine's /metrics text) for each engine up
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -166,6 +168,8 @@ class StatsCollector:
             fam = GaugeMetricFamily(name, doc, labels=[JOB_LABEL])
             fam.add_metric(job, float(fn()))
             yield fam
+        if self.engines is not None:
+            yield from relabel_engines(self.engines(), self.job)
 
 
 def serve_metrics(collector: StatsCollector, port: int, host: str = "127.0.0.1"):
@@ -176,3 +180,37 @@ def serve_metrics(collector: StatsCollector, port: int, host: str = "127.0.0.1")
     registry.register(collector)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
+
+
+def fetch_text(url: str, timeout_s: float = 2.0) -> str | None:
+    """An engine's /metrics page, or None when it cannot be had right now."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+
+
+def relabel_engines(pages: list[tuple[str, str]], job: str):
+    """The engines' own metrics (vLLM: running and waiting requests, KV-cache
+    use, tokens, preemptions; SGLang's), one family per name across
+    replicas, each sample labelled with its `replica` and the factory job."""
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.parser import text_string_to_metric_families
+
+    merged: dict[str, Metric] = {}
+    for replica, text in pages:
+        try:
+            families = list(text_string_to_metric_families(text))
+        except (ValueError, TypeError):
+            continue  # a page cut short: skip this scrape of it
+        for fam in families:
+            out = merged.get(fam.name)
+            if out is None:
+                out = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+            for sample in fam.samples:
+                labels = {**sample.labels, "replica": replica, JOB_LABEL: job}
+                out.add_sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
+    yield from merged.values()

@@ -150,7 +150,7 @@ class Runner:
                                   self.driver.in_flight),
             "factory_tokens_per_second": ("Completion tokens per second since the engines came up",
                                           lambda: self.stats.tokens_per_s),
-        })
+        }, engines=self.driver.engine_metrics)
         try:
             server = serve_metrics(collector, cfg.port, cfg.host)
         except OSError as exc:

@@ -152,6 +152,42 @@ def test_r1_template_served_with_budget_forcing(tmp_path):
     assert all(row["messages"][1]["content"].startswith("<think>") for row in ds)
 
 
+def test_vllm_metrics_come_through_the_factory_endpoint(tmp_path):
+    """The managed vLLM server's own metrics (running/waiting requests, KV
+    cache, tokens) are scraped from the factory's /metrics, replica-labelled."""
+    import urllib.request
+
+    from factory.engines.managed import free_port
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    job = engine_job(tmp_path, "metrics", metrics={"port": port},
+                     sampling={"n": 2, "max_tokens": 256, "temperature": 0.7})
+    proc = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    seen = {}
+
+    def scrape():
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            return False
+        for fam in text_string_to_metric_families(text):
+            for smp in fam.samples:
+                if smp.name.startswith("vllm:"):
+                    seen[smp.name] = smp.labels
+        return "vllm:num_requests_running" in seen
+
+    try:
+        wait_for(scrape, 300, "vLLM's metrics through the factory's endpoint", interval=1.0)
+    finally:
+        _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert {"vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"} <= set(seen), sorted(seen)[:40]
+    assert seen["vllm:num_requests_running"]["replica"] == "0"
+    assert seen["vllm:num_requests_running"]["factory_job"] == "test"
+
+
 def test_engine_server_killed_mid_run_is_restarted(tmp_path, reference_run):
     ref_out, _ = reference_run
     job = engine_job(tmp_path, "crash", engine={"backend": "vllm-server", "model": "smollm2-135m", "max_concurrency": 2},

@@ -107,3 +107,26 @@ def test_dashboard_queries_only_exported_metrics():
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\bfactory_\w+", e)} - {"factory_job"}  # the label
     assert used and used <= exported, used - exported
+
+
+VLLM_PAGE = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+# HELP vllm:generation_tokens_total Number of generation tokens processed.
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{engine="0",model_name="m"} 1234.0
+"""
+
+
+def test_engine_metrics_are_re_exported_per_replica():
+    """The engines' own pages, merged into the factory's with a replica
+    label; a page that cannot be parsed is left out, not fatal."""
+    pages = [("0", VLLM_PAGE), ("1", VLLM_PAGE.replace("3.0", "5.0")), ("2", "vllm:broken{")]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector("t", RunStats, {}, engines=lambda: pages))
+    text = generate_latest(registry).decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    running = {s.labels["replica"]: s.value for s in fams["vllm:num_requests_running"].samples}
+    assert running == {"0": 3.0, "1": 5.0}
+    tokens = fams["vllm:generation_tokens"].samples
+    assert {s.labels["factory_job"] for s in tokens} == {"t"} and all("job" not in s.labels for s in tokens)

@@ -72,6 +72,12 @@ class Engine(ABC):
         puts the tag back so every stored trace holds the whole block."""
         return self.chat_format is not None and self.chat_format.prefills_think
 
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the engine's own Prometheus metrics are (a managed server's
+        /metrics), re-exported by the factory with a replica label."""
+        return None
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Bring the backend up; return when it can serve."""
 
@@ -115,6 +121,10 @@ class EngineWrapper(Engine):
     @property
     def prefills_think(self) -> bool:
         return self.inner.prefills_think
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self.inner.metrics_url
 
     async def start(self) -> None:
         await self.inner.start()

@@ -109,6 +109,10 @@ class ManagedServerEngine(OpenAIEngine):
         self._dead: EngineDeadError | None = None  # the watchdog ran out of restarts
 
     @property
+    def metrics_url(self) -> str | None:
+        return f"{self.base_url}/metrics" if self.alive() else None
+
+    @property
     def pid_file(self) -> Path | None:
         return self.run_dir / "engine.pid" if self.run_dir else None
 

@@ -69,6 +69,7 @@ class SGLangServerEngine(ManagedServerEngine):
             "--served-model-name", self.model_name, "--random-seed", str(c.seed),
             "--context-length", str(c.max_model_len), "--dtype", resolve_dtype(c.dtype),
             "--tp-size", str(c.tensor_parallel_size), "--dp-size", str(c.data_parallel_size), *self.template_args(),
+            "--enable-metrics",  # its Prometheus /metrics, re-exported by the factory per replica
         ]
         if c.gpu_memory_utilization is not None:
             cmd += ["--mem-fraction-static", str(c.gpu_memory_utilization)]

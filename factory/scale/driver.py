@@ -27,6 +27,29 @@ class RayDriver(Driver):
         """Chunks handed to replicas and not back."""
         return self._coord.chunks_out if self._coord is not None else 0
 
+    def engine_metrics(self) -> list[tuple[str, str]]:
+        """Each live replica's engine page, through its actor (the engines
+        listen on their own nodes); a replica that does not answer in 3 s is
+        left out of this scrape."""
+        import ray
+
+        coord = self._coord
+        if coord is None:
+            return []
+        live = [(s.index, s.handle.actor) for s in coord.slots if s.ready and s.handle is not None]
+        refs = [actor.engine_metrics.remote() for _, actor in live]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=3.0) if refs else ([], [])
+        pages = []
+        for (index, _), ref in zip(live, refs):
+            if ref in ready:
+                try:
+                    text = ray.get(ref)
+                except Exception:  # noqa: BLE001 - a replica dying mid-scrape: left out
+                    text = None
+                if text:
+                    pages.append((str(index), text))
+        return pages
+
     async def generate(self, run: Run, problems: Iterator[dict[str, Any]]) -> None:
         import ray
 

@@ -15,7 +15,7 @@ from typing import Any
 from factory.config import EngineConfig, JobConfig, VerifyConfig
 from factory.engines.managed import free_port, kill_group
 from factory.logs import log_to_stdout
-from factory.metrics import RunStats
+from factory.metrics import RunStats, fetch_text
 from factory.sampling import RayBudget
 from factory.store.shards import part_name, write_shard
 from factory.verify.pool import RuleVerifier, check_generation
@@ -115,6 +115,11 @@ class EngineReplica:
         eng.env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, mine))
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = eng.env["VLLM_CPU_OMP_THREADS_BIND"]  # vllm-offline
         log.info(f"vLLM CPU threads bound to cores {eng.env['VLLM_CPU_OMP_THREADS_BIND']}")
+
+    async def engine_metrics(self) -> str | None:
+        """This replica's engine's /metrics page (its server listens on this node only)."""
+        url = self.worker.engine.metrics_url if self.worker is not None else None
+        return await asyncio.to_thread(fetch_text, url) if url else None
 
     async def process_chunk(self, shard: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
         """Generate, verify and write one chunk as `data/<shard>`.
