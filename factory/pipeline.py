@@ -65,6 +65,7 @@ class Runner:
         self.prepared = self.out / "prepared"
         self.store = ShardStore(self.out, job.output.shard_rows, job.output.flush_interval_s)
         self.total: int | None = None
+        self.skipped = 0
 
     def _count_pending(self, done: set[str]) -> int:
         uuids = pq.read_table(self.prepared / "problems.parquet", columns=["uuid"]).column("uuid").to_pylist()
@@ -73,10 +74,8 @@ class Runner:
     def pending_problems(self, done: set[str]) -> Iterator[dict[str, Any]]:
         """Prepared problems not stored yet, in source order."""
         for item in iter_problems(self.prepared):
-            if item["uuid"] in done:
-                self.stats.problems_skipped_done += 1
-                continue
-            yield item
+            if item["uuid"] not in done:
+                yield item
 
     def progress(self) -> None:
         self.stats.tick()
@@ -85,8 +84,13 @@ class Runner:
     def start_stats(self) -> None:
         """Throughput counts from the engines being ready."""
         self.stats = RunStats()
+        self._base_counts()
+
+    def _base_counts(self) -> None:
+        """What preparation and the store say, also on a run with nothing left to generate."""
         self.stats.problems_read = self.report["read"]
         self.stats.problems_rejected = self.report["rejected"]
+        self.stats.problems_skipped_done = self.skipped
 
     def recover_store(self) -> set[str]:
         """Open the store (adopting and de-duplicating after a crash); the done uuids."""
@@ -170,6 +174,8 @@ class Runner:
                  f"{self.report['accepted']} problems, {self.report['rejected']} rejected "
                  f"{_reasons(self.report)}-> {self.prepared}")
         self.total = await asyncio.to_thread(self._count_pending, done)
+        self.skipped = self.report["accepted"] - self.total  # prepared problems already stored
+        self._base_counts()
         self.on_progress(self.stats, self.total)
         return done
 

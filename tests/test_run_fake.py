@@ -99,3 +99,19 @@ def test_run_with_judge_on_rule_rejects(tmp_path, fake_server):
                 seen[verdict] += 1
         assert row["correctness_count"] == sum(row["correct"])
     assert seen["correct"] and seen["incorrect"] and seen["undecided"]
+
+
+def test_summary_of_a_resumed_run_tells_what_is_stored_and_rejected(tmp_path, fake_server):
+    """Re-running a finished job generates nothing and says why: every
+    prepared problem is already stored, and preparation's rejects stay counted."""
+    import re
+
+    rows = sample_rows(10) + [{"problem": "No answer here.", "answer": ""}, {"problem": "", "answer": "3"}]
+    job = fake_job(tmp_path, fake_server(), tmp_path / "out", rows=rows)
+    first = " ".join(run_factory("run", job, check=True).stdout.split())
+    again = run_factory("run", job, check=True)
+    text = " ".join(again.stdout.split())
+    for summary, skipped in ((first, 0), (text, 10)):
+        assert re.search(rf"problems skipped \(already stored\)\W+{skipped}\b", summary), summary
+        assert re.search(r"problems rejected by preparation\W+2\b", summary), summary
+    assert "nothing to generate" in again.stderr
