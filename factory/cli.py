@@ -7,9 +7,9 @@ no traceback. Interrupted runs exit 130 and keep every finished problem.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -99,8 +99,9 @@ def run(
     task = progress.add_task("problems", total=None, rate="")
 
     def on_progress(stats, total):
+        tokens_s, _ = stats.window_rates()  # the last minute, not the mean since the start
         progress.update(task, total=total, completed=stats.problems_done + stats.problems_failed,
-                        rate=f"{stats.tokens_per_s:.0f} tok/s, {100 * stats.correct_share:.0f}% correct")
+                        rate=f"{tokens_s:.0f} tok/s, {100 * stats.correct_share:.0f}% correct")
 
     last_print = [0.0]
 
@@ -108,7 +109,8 @@ def run(
         on_progress(stats, total)
         if progress.disable and stats.elapsed_s - last_print[0] >= 10:
             last_print[0] = stats.elapsed_s
-            console.print(f"progress: {stats.problems_done}/{total} problems, {stats.tokens_per_s:.0f} tok/s", highlight=False)
+            console.print(f"progress: {stats.problems_done}/{total} problems, {stats.window_rates()[0]:.0f} tok/s "
+                          "(last minute)", highlight=False)
 
     try:
         with progress:
@@ -213,12 +215,13 @@ def prepare(
 def status(
     run_dir: Path = typer.Argument(..., help="output folder of a run"),
     check: bool = typer.Option(False, "--check", help="verify the manifest against the shards"),
+    watch: bool = typer.Option(False, "--watch", help="refresh until Ctrl-C"),
+    interval: float = typer.Option(10.0, min=0.1, help="seconds between refreshes with --watch"),
+    window: float = typer.Option(10.0, min=0.1, help="minutes the rate is taken over"),
 ) -> None:
-    """Progress and pass rates of a run folder."""
-    import pyarrow.parquet as pq
-
+    """Where a run stands (also while it runs): stored, pending, rate, ETA, errors by kind."""
     from factory.store.check import check_store
-    from factory.store.shards import Manifest, shard_paths
+    from factory.store.status import run_status
 
     if not run_dir.is_dir():
         fail(f"not a folder: {run_dir}")
@@ -230,25 +233,46 @@ def status(
         if not res.ok:
             raise typer.Exit(1)
         return
-    manifest = Manifest(run_dir / "manifest.jsonl")
-    manifest.load(repair=False)
-    n = sum(e["rows"] for e in manifest.entries)
-    metrics = run_dir / "metrics.json"
-    out.print(f"{run_dir}: {n} problems in {len(manifest.entries)} shard(s)")
-    if metrics.is_file():
-        st = json.loads(metrics.read_text())["stats"]
-        out.print(f"last run: {st['problems_done']} problems, {st['generations']} generations, "
-                  f"{st['tokens_per_s']} tok/s, {100 * st['correct_share']:.1f}% correct", highlight=False)
-        out.print(f"failed in the last run (not stored, tried again on the next run): {st.get('problems_failed', 0)}",
+    while True:
+        _print_status(run_status(run_dir, window * 60))
+        if not watch:
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+        out.print("")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h} h {rest // 60:02d} min" if h else f"{rest // 60} min {rest % 60:02d} s"
+
+
+def _print_status(st) -> None:
+    who = st.running
+    state = f"running (pid {who.get('pid')} on {who.get('host')}, since {who.get('started')})" if who else "not running"
+    out.print(f"{time.strftime('%H:%M:%S')} {st.stored} problems stored in {st.shards} shard(s); {state}", highlight=False)
+    if st.pending is not None:
+        out.print(f"pending (prepared, not stored yet): {st.pending}", highlight=False)
+    minutes = f"{st.window_s / 60:g} min"
+    if st.rate_per_s is None:
+        out.print(f"rate (last {minutes}): not enough commits yet", highlight=False)
+    else:
+        out.print(f"rate (last {minutes}): {60 * st.rate_per_s:.1f} problems/min", highlight=False)
+    if st.pending:
+        eta = st.eta_s
+        out.print(f"ETA: {_duration(eta) if eta is not None else 'unknown'}" + ("" if who else " (once a run is going)"),
                   highlight=False)
-    cols = [pq.read_table(f, columns=["error"]).column("error") for f in shard_paths(run_dir / "data")]
-    errors = sum(len(c) - c.null_count for c in cols)
-    out.print(f"stored with an error (the request itself was rejected, e.g. a prompt over the context length): {errors}",
-              highlight=False)
-    report = run_dir / "prepared" / "report.json"
-    if report.is_file():
-        out.print(f"pending (prepared, not stored yet): {max(0, json.loads(report.read_text())['accepted'] - n)}",
-                  highlight=False)
+    if st.last_run:
+        lr = st.last_run
+        out.print(f"last run: {lr['problems_done']} problems, {lr['generations']} generations, "
+                  f"{lr['tokens_per_s']} tok/s, {100 * lr['correct_share']:.1f}% correct", highlight=False)
+    out.print(f"failed in the last run (not stored, tried again on the next run): {st.failed_last_run}", highlight=False)
+    kinds = ", ".join(f"{k}: {v}" for k, v in st.errors.most_common()) or "none"
+    out.print(f"stored with an error (the request itself was rejected, e.g. a prompt over the context length): "
+              f"{sum(st.errors.values())} ({kinds})", highlight=False)
 
 
 def _judge_engine(backend: str | None, model: str | None, base_url: str | None):

@@ -9,12 +9,13 @@ collector, so the hot path never touches a metrics library.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 # upper bounds (seconds) of the per-problem generation latency histogram
 LATENCY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+WINDOW_S = 60.0  # the progress line's and the endpoint's rates are over the last minute
 
 
 @dataclass
@@ -88,7 +89,21 @@ class RunStats:
         self.started_at = time.time()
 
     def tick(self) -> None:
-        self.elapsed_s = time.time() - self.started_at
+        now = time.time()
+        self.elapsed_s = now - self.started_at
+        window = self.__dict__.setdefault("_window", deque())  # not a field: never serialized or merged
+        window.append((now, self.completion_tokens, self.problems_done))
+        while len(window) > 2 and now - window[1][0] >= WINDOW_S:
+            window.popleft()
+
+    def window_rates(self) -> tuple[float, float]:
+        """(completion tokens/s, problems/s) over about the last WINDOW_S
+        seconds, not the mean since the start: what the engine does now."""
+        window = self.__dict__.get("_window")
+        if not window or len(window) < 2 or window[-1][0] <= window[0][0]:
+            return self.tokens_per_s, (self.problems_done / self.elapsed_s if self.elapsed_s > 0 else 0.0)
+        (t0, tok0, p0), (t1, tok1, p1) = window[0], window[-1]
+        return (tok1 - tok0) / (t1 - t0), (p1 - p0) / (t1 - t0)
 
     @property
     def tokens_per_s(self) -> float:

@@ -152,8 +152,8 @@ class Runner:
             "factory_problems_pending": ("Problems left to generate in this run", pending),
             "factory_in_flight": ("Work handed to engines and not back: problems (local) or chunks (Ray)",
                                   self.driver.in_flight),
-            "factory_tokens_per_second": ("Completion tokens per second since the engines came up",
-                                          lambda: self.stats.tokens_per_s),
+            "factory_tokens_per_second": ("Completion tokens per second over the last minute",
+                                          lambda: self.stats.window_rates()[0]),
         }, engines=self.driver.engine_metrics)
         try:
             server = serve_metrics(collector, cfg.port, cfg.host)

@@ -125,7 +125,8 @@ class ProblemWorker:
         """One request of `sampling.n` samples, cleaned and verified; None
         when it failed for now (the breaker counts it)."""
         result = await self.engine.generate(msgs, sampling)
-        if result.transient:
+        if result.transient:  # the whole problem is left for later (counted before the breaker may stop the run)
+            stats.problems_failed += 1
             stats.request_errors += 1
             self.breaker.record(True, result.error)
             return None
@@ -147,7 +148,6 @@ class ProblemWorker:
         base = self.job.sampling
         drawn = await self._rounds(problem, msgs, base, base.adaptive or ONE_ROUND, stats)
         if drawn is None:
-            stats.problems_failed += 1
             return None
         result, verdicts, rounds, stop = drawn
         if base.adaptive is None:

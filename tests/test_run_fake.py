@@ -115,3 +115,41 @@ def test_summary_of_a_resumed_run_tells_what_is_stored_and_rejected(tmp_path, fa
         assert re.search(rf"problems skipped \(already stored\)\W+{skipped}\b", summary), summary
         assert re.search(r"problems rejected by preparation\W+2\b", summary), summary
     assert "nothing to generate" in again.stderr
+
+
+def test_status_watch_on_a_running_job_shows_pending_rate_eta(tmp_path, fake_server):
+    import re
+    import time
+
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, fake_server(latency=0.2), out, engine={"max_concurrency": 2},
+                   output={"shard_rows": 2, "flush_interval_s": 0.2})
+    run = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (out / "manifest.jsonl").is_file() and len((out / "manifest.jsonl").read_text().splitlines()) >= 3,
+                 120, "three shards committed")
+        watch = subprocess.Popen([*FACTORY, "status", str(out), "--watch", "--interval", "0.5", "--window", "1"], cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        watch.send_signal(signal.SIGINT)
+        text, err = watch.communicate(timeout=30)
+    finally:
+        run.wait(timeout=300)
+    reports = text.count("problems stored in")
+    assert reports >= 2, text + err
+    assert f"running (pid {run.pid}" in text
+    rate = re.search(r"rate \(last 1 min\): ([\d.]+) problems/min", text)
+    assert rate and float(rate.group(1)) > 0, text
+    assert re.search(r"ETA: \d+ min \d\d s", text), text
+    pending = [int(x) for x in re.findall(r"pending \(prepared, not stored yet\): (\d+)", text)]
+    assert pending and all(0 < p < SAMPLE_PROBLEMS for p in pending) and pending == sorted(pending, reverse=True)
+    done = run_factory("status", out, check=True).stdout
+    assert "not running" in done and "pending (prepared, not stored yet): 0" in done
+
+
+def test_status_counts_stored_errors_by_kind(tmp_path, fake_server):
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, fake_server(), out, rows=sample_rows(3), engine={"extra_body": {"n": "not-a-number"}})
+    run_factory("run", job, check=True)
+    text = run_factory("status", out, check=True).stdout
+    assert "stored with an error (the request itself was rejected, e.g. a prompt over the context length): 3 (HTTP 400: 3)" in text

@@ -59,3 +59,20 @@ def _read(fd: int) -> dict:
         return json.loads(os.read(fd, 4096) or b"{}")
     except (OSError, ValueError):
         return {}
+
+
+def holder(out: Path) -> dict | None:
+    """The run writing to `out` now (pid, host, started), or None when no run holds the lock."""
+    path = out / "run.lock"
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read(fd) or {"pid": "?"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

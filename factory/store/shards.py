@@ -184,7 +184,7 @@ class ShardStore:
     def commit(self, rel: str, uuids: list[str], **extra: Any) -> None:
         """List a shard already written in place (by us or a Ray worker);
         `extra` (adopted, replica) is kept on its manifest line."""
-        self.manifest.append({"file": rel, "rows": len(uuids), "uuids": uuids, **extra})
+        self.manifest.append({"file": rel, "rows": len(uuids), "uuids": uuids, "time": round(time.time(), 3), **extra})
         self.done.update(uuids)
 
     def add(self, row: dict[str, Any]) -> bool:
