@@ -13,13 +13,13 @@ CONSTRAINTS := requirements/constraints-cpu.txt
 STAMP := $(VENV)/.factory-setup
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-reliability test-rehearsal rehearsal setup setup-gpu model lock lock-gpu clean
+.PHONY: tools demo test test-fast test-reliability test-rehearsal rehearsal setup setup-gpu model lock lock-gpu clean
 
 demo: model
 	$(BIN)/factory run jobs/quickstart.yaml
 
 # everything but the ~8-minute cluster rehearsal (CI runs that too: .ci/run)
-test: model
+test: model tools
 	$(BIN)/python -m pytest -m "not rehearsal" $(PYTEST_ARGS)
 
 # the OpenR1 recipe end to end on this machine, as a test ...
@@ -39,6 +39,15 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not engine and not slow" $(PYTEST_ARGS)
 
 setup: $(STAMP)
+
+# Debian packages tests drive for real: a headless Chromium (the report's
+# screenshot) and Prometheus (every dashboard query against a real run).
+# Without root or apt the tests that need them skip, saying why.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+tools:
+	@command -v chromium >/dev/null && command -v prometheus >/dev/null || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium prometheus; } || \
+	  echo "could not install chromium and prometheus: the report and dashboard tests will skip"
 
 $(STAMP): pyproject.toml requirements/engine-cpu.txt $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -275,6 +275,21 @@ def _print_status(st) -> None:
               f"{sum(st.errors.values())} ({kinds})", highlight=False)
 
 
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="output folder of a run (finished or in progress)"),
+    price: Optional[float] = typer.Option(None, "--price-per-gpu-hour", min=0, help="for the cost plot, in your currency"),
+    folder: Optional[Path] = typer.Option(None, "-o", "--output", help="where the report goes (default OUT/report)"),
+) -> None:
+    """An HTML report with plots (and the PNGs): throughput, lengths, pass rates, finish reasons, verification, samples, cost."""
+    from factory.report import write_report
+
+    if not (run_dir / "manifest.jsonl").is_file() and not (run_dir / "job.json").is_file():
+        fail(f"not the output folder of a run: {run_dir}")
+    index = write_report(run_dir, price, folder)
+    out.print(f"report: {index} ({len(list(index.parent.glob('*.png')))} plots)", highlight=False)
+
+
 def _judge_engine(backend: str | None, model: str | None, base_url: str | None):
     """An engine for `--judge-*` options, or None when no judge is asked for."""
     if not model and not base_url:

@@ -68,8 +68,8 @@ def sha256_of(path: Path) -> str:
 
 
 def files_to_push(out: Path) -> list[Path]:
-    """The dataset layout: both configs' shards and the card."""
-    return shard_paths(out / "data") + shard_paths(out / "default") + [out / "README.md"]
+    """The dataset layout: both configs' shards, the card's plots and the card."""
+    return shard_paths(out / "data") + shard_paths(out / "default") + sorted((out / "plots").glob("*.png")) + [out / "README.md"]
 
 
 def _remote_hashes(api, repo_id: str, revision: str) -> dict[str, str]:

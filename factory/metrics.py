@@ -188,12 +188,28 @@ class StatsCollector:
 
 
 def serve_metrics(collector: StatsCollector, port: int, host: str = "127.0.0.1"):
-    """Serve /metrics in a background thread; returns the server (call shutdown())."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    """Serve /metrics in a background thread; returns the server (call shutdown()).
+
+    Always in Prometheus's classic text format: asked for OpenMetrics (as
+    Prometheus asks), prometheus_client rewrites the `:` of the engines'
+    names (vllm:num_requests_running) in the samples but not in their
+    family, and Prometheus then drops them."""
+    import threading
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    inner = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        environ.pop("HTTP_ACCEPT", None)  # the text format, whatever the scraper prefers
+        return inner(environ, start_response)
+
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
@@ -222,6 +238,8 @@ def relabel_engines(pages: list[tuple[str, str]], job: str):
         except (ValueError, TypeError):
             continue  # a page cut short: skip this scrape of it
         for fam in families:
+            if not fam.samples:  # a TYPE line with no samples under that name: nothing to re-export
+                continue
             out = merged.get(fam.name)
             if out is None:
                 out = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)

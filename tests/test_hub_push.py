@@ -69,7 +69,7 @@ def test_partial_push_then_second_push_sends_only_the_rest(tmp_path, hub, run_ou
     first = push(tmp_path, hub, run_out, FACTORY_PUSH_CHUNK_FILES="3", FACTORY_PUSH_ATTEMPTS="2")
     assert first.returncode == 1
     assert "push again to send the rest" in first.stderr and "Traceback" not in first.stderr
-    n_files = len(shards) + len(list((run_out / "default").glob("*.parquet"))) + 1
+    n_files = len(shards) + len(list((run_out / "default").glob("*.parquet"))) + len(list((run_out / "plots").glob("*.png"))) + 1
     second = push(tmp_path, hub, run_out, FACTORY_PUSH_CHUNK_FILES="3")
     assert second.returncode == 0, second.stderr
     landed = (len(shards) - 1) // 3 * 3

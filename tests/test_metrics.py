@@ -121,12 +121,14 @@ vllm:generation_tokens_total{engine="0",model_name="m"} 1234.0
 def test_engine_metrics_are_re_exported_per_replica():
     """The engines' own pages, merged into the factory's with a replica
     label; a page that cannot be parsed is left out, not fatal."""
-    pages = [("0", VLLM_PAGE), ("1", VLLM_PAGE.replace("3.0", "5.0")), ("2", "vllm:broken{")]
+    odd = "# TYPE vllm:x counter\nvllm:x_total 1\n"  # a TYPE name without its samples' suffix
+    pages = [("0", VLLM_PAGE), ("1", VLLM_PAGE.replace("3.0", "5.0")), ("2", "vllm:broken{"), ("3", odd)]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector("t", RunStats, {}, engines=lambda: pages))
     text = generate_latest(registry).decode()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     running = {s.labels["replica"]: s.value for s in fams["vllm:num_requests_running"].samples}
     assert running == {"0": 3.0, "1": 5.0}
+    assert text.count("# TYPE vllm:x_total") == 1  # never two families of one name (Prometheus would drop the scrape)
     tokens = fams["vllm:generation_tokens"].samples
     assert {s.labels["factory_job"] for s in tokens} == {"t"} and all("job" not in s.labels for s in tokens)

@@ -90,7 +90,7 @@ def prompt_text(job: dict[str, Any]) -> str:
     return path.read_text(encoding="utf-8").strip() if path else job["prompt"]["template"]
 
 
-def render_card(repo_id: str, job: dict[str, Any], schema, stats: dict[str, Any]) -> str:
+def render_card(repo_id: str, job: dict[str, Any], schema, stats: dict[str, Any], plots: list[str] | None = None) -> str:
     model = EngineConfig.model_validate(job["engine"]).model_name
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.globals["pct"] = _pct
@@ -105,6 +105,7 @@ def render_card(repo_id: str, job: dict[str, Any], schema, stats: dict[str, Any]
         judge_model=stats["judge_model"], prompt_text=prompt_text(job),
         prompt_name=Path(job["prompt"]["template"]).name,  # config stores a resolved path: no local folder on the Hub
         features=[{"name": f.name, "type": str(f.type)} for f in schema],
+        plots=[{"path": p, "name": Path(p).stem.replace("_", " ")} for p in plots or []],
     )
 
 

@@ -216,12 +216,22 @@ def make_app(latency_s: float = 0.0, faults: Faults | None = None, slow_s: float
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(state)
 
+    async def metrics(request: web.Request) -> web.Response:
+        """A vLLM-like /metrics page (names as vLLM's), so engine-metric plumbing can be tested without vLLM."""
+        done = outcomes["ok"]
+        lines = ["# TYPE vllm:num_requests_running gauge", f'vllm:num_requests_running{{model_name="fake"}} {state["requests"] - done}',
+                 "# TYPE vllm:num_requests_waiting gauge", 'vllm:num_requests_waiting{model_name="fake"} 0',
+                 "# TYPE vllm:kv_cache_usage_perc gauge", f'vllm:kv_cache_usage_perc{{model_name="fake"}} {min(1.0, 0.01 * done):.2f}',
+                 "# TYPE vllm:generation_tokens_total counter", f'vllm:generation_tokens_total{{model_name="fake"}} {20 * done}']
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", chat)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

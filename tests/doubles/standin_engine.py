@@ -6,7 +6,8 @@ acts out the rank handshake over TCP: rank 0 listens at the meeting address
 until every other rank has said hello, then serves the fake OpenAI API on
 `--host/--port`; a rank above 0 connects, says hello and stays until rank 0
 goes away (then exits, as a real worker losing its peer does). Each process
-writes what it was given to `$STANDIN_RECORD_DIR/rank-R-PID.json`.
+writes what it was given to `$STANDIN_RECORD_DIR/rank-R-PID.json`; rank 0
+answers after `$STANDIN_LATENCY_S` seconds.
 """
 
 from __future__ import annotations
@@ -26,10 +27,21 @@ def flag(argv: list[str], name: str, default=None):
 
 
 def meeting_address(argv: list[str]) -> tuple[str, int]:
+    if "--nnodes" not in argv:  # one node: nobody to meet, rank 0 serves at once
+        return flag(argv, "--host"), 0
     if "--dist-init-addr" in argv:  # SGLang
         host, _, port = flag(argv, "--dist-init-addr").rpartition(":")
         return host, int(port)
     return flag(argv, "--master-addr"), int(flag(argv, "--master-port"))  # vLLM
+
+
+def serve(argv: list[str]) -> None:
+    """The fake OpenAI API (and its vLLM-like /metrics) where the server was told to listen."""
+    from aiohttp import web
+    from fake_openai import make_app
+
+    latency = float(os.environ.get("STANDIN_LATENCY_S", "0"))
+    web.run_app(make_app(latency), host=flag(argv, "--host"), port=int(flag(argv, "--port")), print=None, access_log=None)
 
 
 def main() -> None:
@@ -41,6 +53,10 @@ def main() -> None:
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "argv": argv}
     folder = Path(os.environ["STANDIN_RECORD_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
+    if rank == 0 and nnodes == 1:
+        (folder / f"rank-0-{os.getpid()}.json").write_text(json.dumps(record))
+        serve(argv)
+        return
     if rank == 0:
         heard = set()
         with socket.create_server((host, port)) as server:
@@ -52,11 +68,7 @@ def main() -> None:
                 peers.append(conn)
             record["heard_ranks"] = sorted(heard)
             (folder / f"rank-0-{os.getpid()}.json").write_text(json.dumps(record))
-            from aiohttp import web
-            from fake_openai import make_app
-
-            web.run_app(make_app(), host=flag(argv, "--host"), port=int(flag(argv, "--port")), print=None,
-                        access_log=None)
+            serve(argv)
         return
     deadline = time.monotonic() + 120
     while True:
