@@ -215,7 +215,7 @@ def prepare(
 def status(
     run_dir: Path = typer.Argument(..., help="output folder of a run"),
     check: bool = typer.Option(False, "--check", help="verify the manifest against the shards"),
-    watch: bool = typer.Option(False, "--watch", help="refresh until Ctrl-C"),
+    watch: bool = typer.Option(False, "--watch", help="refresh until Ctrl-C or the run is done"),
     interval: float = typer.Option(10.0, min=0.1, help="seconds between refreshes with --watch"),
     window: float = typer.Option(10.0, min=0.1, help="minutes the rate is taken over"),
 ) -> None:
@@ -233,15 +233,16 @@ def status(
         if not res.ok:
             raise typer.Exit(1)
         return
-    while True:
-        _print_status(run_status(run_dir, window * 60))
-        if not watch:
-            return
-        try:
+    try:
+        while True:
+            st = run_status(run_dir, window * 60)
+            _print_status(st)
+            if not watch or (st.running is None and st.pending == 0):  # --watch ends with the run it watched
+                return
             time.sleep(interval)
-        except KeyboardInterrupt:
-            return
-        out.print("")
+            out.print("")
+    except KeyboardInterrupt:
+        return
 
 
 def _duration(seconds: float) -> str:

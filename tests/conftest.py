@@ -115,6 +115,20 @@ def kill_at_random(job: Path, out: Path, kills: int, problems: int, seed: int = 
     return landed
 
 
+@contextlib.contextmanager
+def run_in_background(job: Path, out: Path, shards: int = 3, finish: bool = True):
+    """`factory run JOB` in its own process, yielded once `shards` shards are
+    committed; at the end waited for (`finish`) or killed."""
+    run = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: manifest_shards(out) >= shards, 120, f"{shards} shards committed")
+        yield run
+    finally:
+        if not finish:
+            run.kill()
+        run.wait(timeout=300)
+
+
 def manifest_shards(out: Path) -> int:
     m = out / "manifest.jsonl"
     return len(m.read_text().splitlines()) if m.exists() else 0

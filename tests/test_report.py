@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from conftest import FACTORY, ROOT, SAMPLE_PROBLEMS, run_factory, wait_for
+from conftest import SAMPLE_PROBLEMS, run_factory, run_in_background
 from factory.report import CARD_PLOTS, COLORS
 from test_run_fake import fake_job
 
@@ -65,18 +65,12 @@ def test_report_of_a_run_in_progress(tmp_path, fake_server):
     out = tmp_path / "out"
     job = fake_job(tmp_path, fake_server(latency=0.3), out, engine={"max_concurrency": 1},
                    output={"shard_rows": 2, "flush_interval_s": 0.2})
-    run = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: (out / "manifest.jsonl").is_file() and len((out / "manifest.jsonl").read_text().splitlines()) >= 3,
-                 120, "three shards committed")
+    with run_in_background(job, out, finish=False) as run:
         run_factory("report", out, check=True)
         assert run.poll() is None, "the run should still be going"
         page = (out / "report" / "index.html").read_text()
         stored = int(page.split("<th>problems stored</th><td>")[1].split("<")[0])
         assert 3 <= stored < SAMPLE_PROBLEMS  # what was committed, not the whole set
-    finally:
-        run.kill()
-        run.wait()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (the Makefile's test setup installs it)")
