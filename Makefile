@@ -13,14 +13,18 @@ CONSTRAINTS := requirements/constraints-cpu.txt
 STAMP := $(VENV)/.factory-setup
 PYTEST_ARGS ?=
 
-.PHONY: tools demo test test-fast test-reliability test-rehearsal rehearsal setup setup-gpu model lock lock-gpu clean
+.PHONY: tools demo test test-network test-fast test-reliability test-rehearsal rehearsal setup setup-gpu model lock lock-gpu clean
 
 demo: model
 	$(BIN)/factory run jobs/quickstart.yaml
 
 # everything but the ~8-minute cluster rehearsal (CI runs that too: .ci/run)
 test: model tools
-	$(BIN)/python -m pytest -m "not rehearsal" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not rehearsal and not network" $(PYTEST_ARGS)
+
+# what needs PyPI beyond setup (~2 min): the GPU locks re-resolved, R1's template checked against its GGUF
+test-network: setup
+	$(BIN)/python -m pytest -m network $(PYTEST_ARGS)
 
 # the OpenR1 recipe end to end on this machine, as a test ...
 test-rehearsal: model

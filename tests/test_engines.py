@@ -213,6 +213,7 @@ def test_managed_servers_take_the_chat_template(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.network
 def test_shipped_r1_template_is_the_real_one(tmp_path):
     """prompts/chat/deepseek-r1.jinja is the R1 distill's own template, read
     from the GGUF header of a PyPI package (95 MB, the only registry here)."""

@@ -13,7 +13,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "requirements"))
 import gpu_lock  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.timeout(1500)]
 
 
 def test_gpu_locks_pin_each_engine_with_cuda_torch():
