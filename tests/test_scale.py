@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -343,3 +344,38 @@ def test_replica_spans_two_ray_nodes_with_ranks_and_meeting_address(tmp_path):
     assert got[0]["module"] == "vllm.entrypoints.openai.api_server" and got[1]["module"] == "factory.engines.vllm_headless"
     assert all(r["cuda_visible_devices"] for r in got)  # each rank holds its node's GPU
     assert len(set(read_uuids(out))) == len(read_uuids(out)) == SAMPLE_PROBLEMS
+
+
+@needs_ray
+def test_engine_metrics_of_ray_replicas_come_through_the_driver(tmp_path):
+    """Each replica's managed engine (the stand-in, with a vLLM-like /metrics)
+    is read through its actor: the driver's endpoint labels it per replica."""
+    import urllib.request
+
+    from factory.engines.managed import free_port
+
+    port = free_port()
+    out = tmp_path / "out"
+    job = fake_job(tmp_path, "http://unused", out,
+                   engine={"backend": "vllm-server", "model": "smollm2-135m", "max_concurrency": 2,
+                           "launcher": [sys.executable, str(ROOT / "tests" / "doubles" / "standin_engine.py")],
+                           "env": {"STANDIN_RECORD_DIR": str(tmp_path / "records"), "STANDIN_LATENCY_S": "0.2"}},
+                   scale={"mode": "ray", "replicas": 2, "chunk_size": 5, "replica_cpus": 0.2, "verifier_cpus": 0.1},
+                   metrics={"port": port})
+    run = subprocess.Popen([*FACTORY, "run", str(job)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    replicas: set = set()
+
+    def scrape():
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        except OSError:
+            return False
+        replicas.update(re.findall(r'vllm:num_requests_running\{[^}]*replica="(\d+)"', text))
+        return len(replicas) == 2
+
+    try:
+        wait_for(scrape, 240, "both replicas' engine metrics through the driver", interval=1.0)
+    finally:
+        _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-3000:]
+    assert replicas == {"0", "1"}
