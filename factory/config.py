@@ -158,6 +158,10 @@ class SamplingConfig(_Strict):
         return self
 
 
+# the backends whose one engine may span nodes (managed servers launched per rank)
+MULTINODE_BACKENDS = ("vllm-server", "sglang-server")
+
+
 class EngineConfig(_Strict):
     """Which backend generates, and how hard to drive it."""
 
@@ -226,7 +230,7 @@ class EngineConfig(_Strict):
             raise ValueError("engine.chat_template with backend 'openai' needs engine.tokenizer: the endpoint applies "
                              "its own template, and the factory renders this one only to continue partial answers")
         if self.nnodes > 1:
-            if self.backend not in ("vllm-server", "sglang-server"):
+            if self.backend not in MULTINODE_BACKENDS:
                 raise ValueError(f"engine.backend {self.backend!r} cannot span nodes (engine.nnodes={self.nnodes}): "
                                  "use vllm-server or sglang-server")
             if self.node_rank >= self.nnodes or not self.dist_init_addr:

@@ -71,12 +71,6 @@ class SampleBudget:
         self.tokens_left = None if tokens is None else max(0, tokens - spent_tokens)
         self._lock = asyncio.Lock()
 
-    @classmethod
-    def for_policy(cls, policy: AdaptiveConfig | None, spent_samples: int = 0, spent_tokens: int = 0) -> "SampleBudget | None":
-        if policy is None or (policy.budget_samples is None and policy.budget_tokens is None):
-            return None
-        return cls(policy.budget_samples, policy.budget_tokens, spent_samples, spent_tokens)
-
     async def take(self, want: int) -> int:
         """Up to `want` samples for one more round; 0 when the budget is spent."""
         async with self._lock:
@@ -129,10 +123,10 @@ def stored_extra(files: list, first: int) -> Extra:
 def run_budget(sampling: SamplingConfig, files: list) -> SampleBudget | None:
     """The run's budget, less what stored rows spent (None without one)."""
     policy = sampling.adaptive
-    if SampleBudget.for_policy(policy) is None:
+    if policy is None or (policy.budget_samples is None and policy.budget_tokens is None):
         return None
     spent = stored_extra(files, policy.first)
-    return SampleBudget.for_policy(policy, spent.samples, spent.tokens)
+    return SampleBudget(policy.budget_samples, policy.budget_tokens, spent.samples, spent.tokens)
 
 
 class BudgetActor:

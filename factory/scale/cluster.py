@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from factory.config import JobConfig
+from factory.config import MULTINODE_BACKENDS, JobConfig
 from factory.driver import RunError
 from factory.scale.replica import EngineNode, EngineReplica
 from factory.scale.scheduler import Chunk, ReplicaBackend
@@ -119,7 +119,7 @@ def plan(job: JobConfig, resources: dict[str, float], nodes: int = 1, node_gpus:
             raise RunError(f"scale: a replica of {gpus} GPUs cannot be split evenly over nodes of {per_node} "
                            "(scale.gpus_per_node); make it a multiple")
         spans = gpus // per_node
-        if eng.backend not in ("vllm-server", "sglang-server"):
+        if eng.backend not in MULTINODE_BACKENDS:
             raise RunError(f"scale: a replica of {gpus} GPUs spans {spans} nodes of {per_node}, and engine.backend "
                            f"{eng.backend!r} cannot: use vllm-server or sglang-server")
     replicas = sc.replicas
